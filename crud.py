@@ -1,0 +1,963 @@
+"""SQL and nothing else.
+
+Every write that must be atomic with another (a leg and the running totals it moves, a
+deposit confirmation and the LP's balance) goes through `transaction()`: LNbits'
+`Connection.execute` commits after each statement, so multi-statement units use the
+underlying connection and commit once at the end; an exception rolls all of it back.
+All SQL uses named parameters; the only interpolated text is fixed column lists.
+"""
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Optional, TypeVar
+
+from lnbits.db import Connection, insert_query, model_to_dict
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from . import db
+from .models import (
+    AuditEntry,
+    Client,
+    CommissionRule,
+    Deposit,
+    Leg,
+    LpPreferences,
+    Machine,
+    PlatformConfig,
+    Settlement,
+    SettlementNote,
+)
+
+T = TypeVar("T", bound=BaseModel)
+
+# Leg statuses whose fiat is spoken for: completed, in flight, or owed and retried.
+RESERVING_STATUSES = ("pending", "completed", "failed")
+BALANCE_LEG_TYPES = ("dca", "fixed", "settlement")
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Tx:
+    """One database transaction: statements run uncommitted until the block ends."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    async def execute(self, sql: str, values: Optional[dict] = None) -> int:
+        result = await self.conn.conn.execute(
+            text(self.conn.rewrite_query(sql)),
+            self.conn.rewrite_values(values or {}),
+        )
+        return result.rowcount
+
+    async def insert(self, table: str, model: BaseModel) -> None:
+        await self.execute(insert_query(table, model), model_to_dict(model))
+
+    async def fetchone(
+        self, sql: str, values: Optional[dict] = None, model: Optional[type[T]] = None
+    ) -> Any:
+        return await self.conn.fetchone(sql, values or {}, model)
+
+    async def fetchall(
+        self, sql: str, values: Optional[dict] = None, model: Optional[type[T]] = None
+    ) -> list[Any]:
+        return await self.conn.fetchall(sql, values or {}, model)
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[Tx]:
+    async with db.connect() as conn:
+        tx = Tx(conn)
+        yield tx
+        await conn.conn.commit()
+
+
+async def add_audit(
+    tx: Tx,
+    actor_user_id: str,
+    operator_user_id: Optional[str],
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    detail: Optional[dict] = None,
+) -> None:
+    await tx.insert(
+        "satmachineadmin.audit_log",
+        AuditEntry(
+            id=new_id(),
+            actor_user_id=actor_user_id,
+            operator_user_id=operator_user_id,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            detail=json.dumps(detail, sort_keys=True, default=str) if detail else None,
+            created_at=now(),
+        ),
+    )
+
+
+async def get_audit_log(
+    operator_user_id: str, entity_id: Optional[str] = None, limit: int = 200
+) -> list[AuditEntry]:
+    where = "operator_user_id = :op"
+    values: dict = {"op": operator_user_id, "limit": limit}
+    if entity_id:
+        where += " AND entity_id = :entity"
+        values["entity"] = entity_id
+    return await db.fetchall(
+        f"SELECT * FROM satmachineadmin.audit_log WHERE {where} "  # noqa: S608
+        "ORDER BY created_at DESC, id LIMIT :limit",
+        values,
+        AuditEntry,
+    )
+
+
+# ---------------------------------------------------------------- machines
+
+
+async def insert_machine(tx: Tx, machine: Machine) -> None:
+    await tx.insert("satmachineadmin.machines", machine)
+
+
+async def save_machine(tx: Tx, machine: Machine) -> None:
+    values = model_to_dict(machine)
+    columns = ", ".join(f"{k} = :{k}" for k in values if k != "id")
+    await tx.execute(
+        f"UPDATE satmachineadmin.machines SET {columns} WHERE id = :id",  # noqa: S608
+        values,
+    )
+
+
+async def get_machine(machine_id: str) -> Optional[Machine]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.machines WHERE id = :id",
+        {"id": machine_id},
+        Machine,
+    )
+
+
+async def get_operator_machine(
+    operator_user_id: str, machine_id: str
+) -> Optional[Machine]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.machines "
+        "WHERE id = :id AND operator_user_id = :op",
+        {"id": machine_id, "op": operator_user_id},
+        Machine,
+    )
+
+
+async def get_machine_by_wallet(wallet_id: str) -> Optional[Machine]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.machines WHERE wallet_id = :wallet",
+        {"wallet": wallet_id},
+        Machine,
+    )
+
+
+async def get_machines_by_device(device_ids: Sequence[str]) -> list[Machine]:
+    if not device_ids:
+        return []
+    keys = {f"d{i}": d for i, d in enumerate(device_ids)}
+    marks = ", ".join(f":{k}" for k in keys)
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.machines "  # noqa: S608
+        f"WHERE lamassu_device_id IN ({marks})",
+        keys,
+        Machine,
+    )
+
+
+async def list_machines(operator_user_id: str) -> list[Machine]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.machines WHERE operator_user_id = :op "
+        "ORDER BY created_at, id",
+        {"op": operator_user_id},
+        Machine,
+    )
+
+
+async def list_active_machines() -> list[Machine]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.machines WHERE status = 'active' "
+        "ORDER BY created_at, id",
+        {},
+        Machine,
+    )
+
+
+async def advance_sweep_cursor(machine_id: str, cursor: int) -> None:
+    await db.execute(
+        "UPDATE satmachineadmin.machines SET sweep_cursor = :cursor "
+        "WHERE id = :id AND sweep_cursor < :cursor",
+        {"id": machine_id, "cursor": cursor},
+    )
+
+
+# ---------------------------------------------------------------- LP preferences
+
+
+async def get_lp_preferences(user_id: str) -> Optional[LpPreferences]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.lp_preferences WHERE user_id = :user",
+        {"user": user_id},
+        LpPreferences,
+    )
+
+
+async def upsert_lp_preferences(tx: Tx, prefs: LpPreferences) -> None:
+    exists = await tx.fetchone(
+        "SELECT user_id FROM satmachineadmin.lp_preferences WHERE user_id = :user",
+        {"user": prefs.user_id},
+    )
+    if not exists:
+        await tx.insert("satmachineadmin.lp_preferences", prefs)
+        return
+    await tx.execute(
+        """
+        UPDATE satmachineadmin.lp_preferences
+        SET wallet_id = :wallet_id, dca_mode = :dca_mode,
+            fixed_mode_daily_limit = :fixed_mode_daily_limit,
+            autoforward_enabled = :autoforward_enabled,
+            autoforward_ln_address = :autoforward_ln_address,
+            updated_at = :updated_at
+        WHERE user_id = :user_id
+        """,
+        model_to_dict(prefs),
+    )
+
+
+# ---------------------------------------------------------------- clients
+
+
+async def insert_client(tx: Tx, client: Client) -> None:
+    await tx.insert("satmachineadmin.clients", client)
+
+
+async def get_client(client_id: str, tx: Optional[Tx] = None) -> Optional[Client]:
+    sql = "SELECT * FROM satmachineadmin.clients WHERE id = :id"
+    if tx:
+        return await tx.fetchone(sql, {"id": client_id}, Client)
+    return await db.fetchone(sql, {"id": client_id}, Client)
+
+
+async def get_operator_client(
+    operator_user_id: str, client_id: str
+) -> Optional[Client]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.clients "
+        "WHERE id = :id AND operator_user_id = :op",
+        {"id": client_id, "op": operator_user_id},
+        Client,
+    )
+
+
+async def get_client_by_machine_user(
+    machine_id: str, user_id: str
+) -> Optional[Client]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.clients "
+        "WHERE machine_id = :machine AND user_id = :user",
+        {"machine": machine_id, "user": user_id},
+        Client,
+    )
+
+
+async def list_clients(
+    operator_user_id: str, machine_id: Optional[str] = None
+) -> list[Client]:
+    where = "operator_user_id = :op"
+    values = {"op": operator_user_id}
+    if machine_id:
+        where += " AND machine_id = :machine"
+        values["machine"] = machine_id
+    return await db.fetchall(
+        f"SELECT * FROM satmachineadmin.clients WHERE {where} "  # noqa: S608
+        "ORDER BY created_at, id",
+        values,
+        Client,
+    )
+
+
+async def list_user_clients(user_id: str) -> list[Client]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.clients WHERE user_id = :user "
+        "ORDER BY created_at, id",
+        {"user": user_id},
+        Client,
+    )
+
+
+async def update_client_fields(
+    tx: Tx, client_id: str, username: Optional[str], status: str
+) -> None:
+    await tx.execute(
+        "UPDATE satmachineadmin.clients SET username = :username, status = :status, "
+        "updated_at = :now WHERE id = :id",
+        {"id": client_id, "username": username, "status": status, "now": now()},
+    )
+
+
+class ClientWithPrefs(BaseModel):
+    """An enrolment joined with the LP's preferences: what the engine plans with."""
+
+    id: str
+    machine_id: str
+    user_id: str
+    username: Optional[str] = None
+    status: str
+    deposits_minor: int
+    reserved_minor: int
+    sats_received: int
+    created_at: int
+    wallet_id: Optional[str] = None
+    dca_mode: Optional[str] = None
+    fixed_mode_daily_limit: Optional[str] = None
+    autoforward_enabled: bool = False
+    autoforward_ln_address: Optional[str] = None
+
+    @property
+    def remaining_minor(self) -> int:
+        return max(0, self.deposits_minor - self.reserved_minor)
+
+
+_CLIENT_WITH_PREFS = """
+    SELECT c.id, c.machine_id, c.user_id, c.username, c.status, c.deposits_minor,
+           c.reserved_minor, c.sats_received, c.created_at, p.wallet_id, p.dca_mode,
+           p.fixed_mode_daily_limit, p.autoforward_enabled, p.autoforward_ln_address
+    FROM satmachineadmin.clients c
+    LEFT JOIN satmachineadmin.lp_preferences p ON p.user_id = c.user_id
+"""
+
+
+async def list_machine_clients_with_prefs(
+    machine_id: str, tx: Optional[Tx] = None
+) -> list[ClientWithPrefs]:
+    sql = _CLIENT_WITH_PREFS + " WHERE c.machine_id = :machine ORDER BY c.created_at, c.id"
+    if tx:
+        return await tx.fetchall(sql, {"machine": machine_id}, ClientWithPrefs)
+    return await db.fetchall(sql, {"machine": machine_id}, ClientWithPrefs)
+
+
+async def list_operator_clients_with_prefs(
+    operator_user_id: str, machine_id: Optional[str] = None
+) -> list[ClientWithPrefs]:
+    where = " WHERE c.operator_user_id = :op"
+    values = {"op": operator_user_id}
+    if machine_id:
+        where += " AND c.machine_id = :machine"
+        values["machine"] = machine_id
+    return await db.fetchall(
+        _CLIENT_WITH_PREFS + where + " ORDER BY c.created_at, c.id",
+        values,
+        ClientWithPrefs,
+    )
+
+
+async def get_client_with_prefs(
+    client_id: str, tx: Optional[Tx] = None
+) -> Optional[ClientWithPrefs]:
+    sql = _CLIENT_WITH_PREFS + " WHERE c.id = :id"
+    if tx:
+        return await tx.fetchone(sql, {"id": client_id}, ClientWithPrefs)
+    return await db.fetchone(sql, {"id": client_id}, ClientWithPrefs)
+
+
+async def add_client_totals(
+    tx: Tx,
+    client_id: str,
+    deposits_minor: int = 0,
+    reserved_minor: int = 0,
+    sats_received: int = 0,
+) -> None:
+    await tx.execute(
+        """
+        UPDATE satmachineadmin.clients
+        SET deposits_minor = deposits_minor + :deposits,
+            reserved_minor = reserved_minor + :reserved,
+            sats_received = sats_received + :sats,
+            cycle_complete = CASE
+                WHEN deposits_minor + :deposits > 0
+                     AND deposits_minor + :deposits <= reserved_minor + :reserved
+                THEN TRUE ELSE FALSE END,
+            updated_at = :now
+        WHERE id = :id
+        """,
+        {
+            "id": client_id,
+            "deposits": deposits_minor,
+            "reserved": reserved_minor,
+            "sats": sats_received,
+            "now": now(),
+        },
+    )
+
+
+# ---------------------------------------------------------------- deposits
+
+
+async def insert_deposit(tx: Tx, deposit: Deposit) -> None:
+    await tx.insert("satmachineadmin.deposits", deposit)
+
+
+async def get_operator_deposit(
+    operator_user_id: str, deposit_id: str
+) -> Optional[Deposit]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.deposits "
+        "WHERE id = :id AND operator_user_id = :op",
+        {"id": deposit_id, "op": operator_user_id},
+        Deposit,
+    )
+
+
+async def list_deposits(
+    operator_user_id: str, client_id: Optional[str] = None
+) -> list[Deposit]:
+    where = "operator_user_id = :op"
+    values = {"op": operator_user_id}
+    if client_id:
+        where += " AND client_id = :client"
+        values["client"] = client_id
+    return await db.fetchall(
+        f"SELECT * FROM satmachineadmin.deposits WHERE {where} "  # noqa: S608
+        "ORDER BY created_at DESC, id",
+        values,
+        Deposit,
+    )
+
+
+async def list_client_deposits(client_id: str) -> list[Deposit]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.deposits WHERE client_id = :client "
+        "ORDER BY created_at DESC, id",
+        {"client": client_id},
+        Deposit,
+    )
+
+
+async def transition_deposit(
+    tx: Tx, deposit_id: str, from_status: str, to_status: str
+) -> bool:
+    """Move a deposit between statuses; False when someone else moved it first."""
+    stamp_column = "confirmed_at" if to_status == "confirmed" else "cancelled_at"
+    changed = await tx.execute(
+        f"UPDATE satmachineadmin.deposits SET status = :to, {stamp_column} = :now "  # noqa: S608
+        "WHERE id = :id AND status = :from",
+        {"id": deposit_id, "from": from_status, "to": to_status, "now": now()},
+    )
+    return changed == 1
+
+
+# ---------------------------------------------------------------- platform config
+
+
+async def get_platform_config() -> PlatformConfig:
+    row = await db.fetchone(
+        "SELECT * FROM satmachineadmin.platform_config WHERE id = 1", {}, PlatformConfig
+    )
+    return row or PlatformConfig()
+
+
+async def save_platform_config(tx: Tx, config: PlatformConfig) -> None:
+    exists = await tx.fetchone(
+        "SELECT id FROM satmachineadmin.platform_config WHERE id = 1"
+    )
+    if exists:
+        await tx.execute(
+            "UPDATE satmachineadmin.platform_config SET "
+            "super_fee_fraction = :super_fee_fraction, fee_wallet_id = :fee_wallet_id, "
+            "updated_at = :updated_at WHERE id = 1",
+            model_to_dict(config),
+        )
+    else:
+        await tx.insert("satmachineadmin.platform_config", config)
+
+
+# ---------------------------------------------------------------- commission rules
+
+
+async def list_commission_rules(
+    operator_user_id: str, machine_id: Optional[str]
+) -> list[CommissionRule]:
+    if machine_id is None:
+        return await db.fetchall(
+            "SELECT * FROM satmachineadmin.commission_rules "
+            "WHERE operator_user_id = :op AND machine_id IS NULL ORDER BY position",
+            {"op": operator_user_id},
+            CommissionRule,
+        )
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.commission_rules "
+        "WHERE operator_user_id = :op AND machine_id = :machine ORDER BY position",
+        {"op": operator_user_id, "machine": machine_id},
+        CommissionRule,
+    )
+
+
+async def replace_commission_rules(
+    tx: Tx,
+    operator_user_id: str,
+    machine_id: Optional[str],
+    rules: Sequence[CommissionRule],
+) -> None:
+    if machine_id is None:
+        await tx.execute(
+            "DELETE FROM satmachineadmin.commission_rules "
+            "WHERE operator_user_id = :op AND machine_id IS NULL",
+            {"op": operator_user_id},
+        )
+    else:
+        await tx.execute(
+            "DELETE FROM satmachineadmin.commission_rules "
+            "WHERE operator_user_id = :op AND machine_id = :machine",
+            {"op": operator_user_id, "machine": machine_id},
+        )
+    for rule in rules:
+        await tx.insert("satmachineadmin.commission_rules", rule)
+
+
+# ---------------------------------------------------------------- settlements
+
+
+async def insert_settlement_if_new(settlement: Settlement) -> bool:
+    """Insert unless (machine, source, external_id) or the payment is already known."""
+    async with transaction() as tx:
+        existing = await tx.fetchone(
+            "SELECT id FROM satmachineadmin.settlements WHERE "
+            "(machine_id = :machine AND source = :source AND external_id = :ext) "
+            "OR (payment_hash IS NOT NULL AND payment_hash = :hash)",
+            {
+                "machine": settlement.machine_id,
+                "source": settlement.source,
+                "ext": settlement.external_id,
+                "hash": settlement.payment_hash,
+            },
+        )
+        if existing:
+            return False
+        await tx.insert("satmachineadmin.settlements", settlement)
+    return True
+
+
+async def get_settlement(settlement_id: str, tx: Optional[Tx] = None) -> Optional[Settlement]:
+    sql = "SELECT * FROM satmachineadmin.settlements WHERE id = :id"
+    if tx:
+        return await tx.fetchone(sql, {"id": settlement_id}, Settlement)
+    return await db.fetchone(sql, {"id": settlement_id}, Settlement)
+
+
+async def get_operator_settlement(
+    operator_user_id: str, settlement_id: str
+) -> Optional[Settlement]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.settlements "
+        "WHERE id = :id AND operator_user_id = :op",
+        {"id": settlement_id, "op": operator_user_id},
+        Settlement,
+    )
+
+
+async def find_settlement(
+    machine_id: str, source: str, external_id: str
+) -> Optional[Settlement]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.settlements "
+        "WHERE machine_id = :machine AND source = :source AND external_id = :ext",
+        {"machine": machine_id, "source": source, "ext": external_id},
+        Settlement,
+    )
+
+
+async def settlement_exists_for_payment(payment_hash: str) -> bool:
+    row = await db.fetchone(
+        "SELECT id FROM satmachineadmin.settlements WHERE payment_hash = :hash",
+        {"hash": payment_hash},
+    )
+    return bool(row)
+
+
+async def list_settlements(
+    operator_user_id: str,
+    machine_id: Optional[str] = None,
+    status: Optional[str] = None,
+    tx_type: Optional[str] = None,
+    since: Optional[int] = None,
+    until: Optional[int] = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Settlement], int]:
+    where = ["operator_user_id = :op"]
+    values: dict[str, Any] = {"op": operator_user_id}
+    for column, value in (
+        ("machine_id", machine_id),
+        ("status", status),
+        ("tx_type", tx_type),
+    ):
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            values[column] = value
+    if since is not None:
+        where.append("created_at >= :since")
+        values["since"] = since
+    if until is not None:
+        where.append("created_at < :until")
+        values["until"] = until
+    clause = " AND ".join(where)
+    total = await db.fetchone(
+        f"SELECT COUNT(*) AS n FROM satmachineadmin.settlements WHERE {clause}",  # noqa: S608
+        values,
+    )
+    rows = await db.fetchall(
+        f"SELECT * FROM satmachineadmin.settlements WHERE {clause} "  # noqa: S608
+        "ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
+        {**values, "limit": limit, "offset": offset},
+        Settlement,
+    )
+    return rows, int(total["n"])
+
+
+async def claim_settlement(settlement_id: str, token: str, lease_seconds: int) -> bool:
+    """Atomically take a settlement for processing.
+
+    A single conditional UPDATE is the arbiter on SQLite and PostgreSQL alike: of two
+    workers (or two LNbits processes on one database) exactly one sees rowcount 1.
+    A claim whose lease ran out (its worker died) can be taken over.
+    """
+    moment = now()
+    changed = await db.execute(
+        """
+        UPDATE satmachineadmin.settlements
+        SET status = 'processing', claim_token = :token, claimed_until = :until,
+            attempts = attempts + 1, updated_at = :now
+        WHERE id = :id AND (
+            status = 'pending'
+            OR (status = 'errored' AND next_attempt_at <= :now)
+            OR (status = 'processing' AND claimed_until < :now)
+        )
+        """,
+        {"id": settlement_id, "token": token, "until": moment + lease_seconds, "now": moment},
+    )
+    return changed.rowcount == 1
+
+
+async def extend_claim(settlement_id: str, token: str, lease_seconds: int) -> bool:
+    changed = await db.execute(
+        "UPDATE satmachineadmin.settlements SET claimed_until = :until "
+        "WHERE id = :id AND claim_token = :token AND status = 'processing'",
+        {"id": settlement_id, "token": token, "until": now() + lease_seconds},
+    )
+    return changed.rowcount == 1
+
+
+async def list_due_settlement_ids(limit: int = 100) -> list[str]:
+    moment = now()
+    rows = await db.fetchall(
+        """
+        SELECT id FROM satmachineadmin.settlements
+        WHERE status = 'pending'
+           OR (status = 'errored' AND next_attempt_at <= :now)
+           OR (status = 'processing' AND claimed_until < :now)
+        ORDER BY created_at, id
+        LIMIT :limit
+        """,
+        {"now": moment, "limit": limit},
+    )
+    return [row["id"] for row in rows]
+
+
+async def update_settlement_plan(tx: Tx, settlement: Settlement) -> None:
+    await tx.execute(
+        """
+        UPDATE satmachineadmin.settlements
+        SET fiat_amount_minor = :fiat_amount_minor, wire_sats = :wire_sats,
+            principal_sats = :principal_sats, fee_sats = :fee_sats,
+            platform_fee_sats = :platform_fee_sats,
+            operator_fee_sats = :operator_fee_sats, exchange_rate = :exchange_rate,
+            orphan_sats = :orphan_sats, orphan_fiat_minor = :orphan_fiat_minor,
+            updated_at = :updated_at
+        WHERE id = :id
+        """,
+        model_to_dict(settlement),
+    )
+
+
+async def finish_settlement(
+    settlement_id: str,
+    token: Optional[str],
+    status: str,
+    error: Optional[str],
+    next_attempt_at: int = 0,
+) -> bool:
+    moment = now()
+    where = "id = :id"
+    values: dict[str, Any] = {
+        "id": settlement_id,
+        "status": status,
+        "error": error,
+        "next": next_attempt_at,
+        "now": moment,
+        "processed": moment if status == "processed" else None,
+    }
+    if token is not None:
+        where += " AND claim_token = :token"
+        values["token"] = token
+    changed = await db.execute(
+        f"""
+        UPDATE satmachineadmin.settlements
+        SET status = :status, error = :error, next_attempt_at = :next,
+            claim_token = NULL, claimed_until = NULL, updated_at = :now,
+            processed_at = :processed
+        WHERE {where}
+        """,  # noqa: S608
+        values,
+    )
+    return changed.rowcount == 1
+
+
+async def set_settlement_status(
+    tx: Tx, settlement_id: str, from_statuses: Sequence[str], to_status: str
+) -> bool:
+    keys = {f"s{i}": s for i, s in enumerate(from_statuses)}
+    marks = ", ".join(f":{k}" for k in keys)
+    changed = await tx.execute(
+        f"UPDATE satmachineadmin.settlements SET status = :to, next_attempt_at = 0, "  # noqa: S608
+        f"updated_at = :now WHERE id = :id AND status IN ({marks})",
+        {"id": settlement_id, "to": to_status, "now": now(), **keys},
+    )
+    return changed == 1
+
+
+async def insert_note(tx: Tx, note: SettlementNote) -> None:
+    await tx.insert("satmachineadmin.settlement_notes", note)
+
+
+async def list_notes(settlement_id: str) -> list[SettlementNote]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.settlement_notes "
+        "WHERE settlement_id = :id ORDER BY created_at, id",
+        {"id": settlement_id},
+        SettlementNote,
+    )
+
+
+# ---------------------------------------------------------------- legs
+
+
+def _reserves(leg: Leg, status: str) -> int:
+    if leg.client_id and leg.leg_type in BALANCE_LEG_TYPES and leg.amount_fiat_minor:
+        return leg.amount_fiat_minor if status in RESERVING_STATUSES else 0
+    return 0
+
+
+async def insert_leg(tx: Tx, leg: Leg) -> bool:
+    """Write a leg (and what it reserves of its LP's balance) unless its key exists."""
+    existing = await tx.fetchone(
+        "SELECT id FROM satmachineadmin.legs WHERE idempotency_key = :key",
+        {"key": leg.idempotency_key},
+    )
+    if existing:
+        return False
+    await tx.insert("satmachineadmin.legs", leg)
+    reserved = _reserves(leg, leg.status)
+    sats = leg.amount_sats if leg.status == "completed" and leg.client_id else 0
+    if leg.client_id and (reserved or sats):
+        await add_client_totals(tx, leg.client_id, reserved_minor=reserved, sats_received=sats)
+    return True
+
+
+async def get_leg(leg_id: str, tx: Optional[Tx] = None) -> Optional[Leg]:
+    sql = "SELECT * FROM satmachineadmin.legs WHERE id = :id"
+    if tx:
+        return await tx.fetchone(sql, {"id": leg_id}, Leg)
+    return await db.fetchone(sql, {"id": leg_id}, Leg)
+
+
+async def get_leg_by_key(key: str) -> Optional[Leg]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.legs WHERE idempotency_key = :key",
+        {"key": key},
+        Leg,
+    )
+
+
+async def list_settlement_legs(settlement_id: str) -> list[Leg]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE settlement_id = :id "
+        "ORDER BY created_at, idempotency_key",
+        {"id": settlement_id},
+        Leg,
+    )
+
+
+async def list_legs_by_status(status: str, limit: int = 500) -> list[Leg]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE status = :status "
+        "ORDER BY created_at, id LIMIT :limit",
+        {"status": status, "limit": limit},
+        Leg,
+    )
+
+
+async def set_leg_payment(leg_id: str, payment_hash: str, bolt11: str) -> None:
+    await db.execute(
+        "UPDATE satmachineadmin.legs SET payment_hash = :hash, bolt11 = :bolt11, "
+        "updated_at = :now WHERE id = :id AND status IN ('pending', 'failed')",
+        {"id": leg_id, "hash": payment_hash, "bolt11": bolt11, "now": now()},
+    )
+
+
+async def transition_leg(
+    leg_id: str,
+    to_status: str,
+    error: Optional[str] = None,
+    from_statuses: Sequence[str] = ("pending", "failed"),
+    count_attempt: bool = False,
+) -> bool:
+    """Move a leg to a new status and its LP's running totals with it, atomically."""
+    async with transaction() as tx:
+        leg = await get_leg(leg_id, tx)
+        if leg is None or leg.status not in from_statuses:
+            return False
+        moment = now()
+        changed = await tx.execute(
+            """
+            UPDATE satmachineadmin.legs
+            SET status = :to, error = :error, updated_at = :now,
+                attempts = attempts + :attempt,
+                completed_at = COALESCE(:completed_at, completed_at)
+            WHERE id = :id AND status = :from
+            """,
+            {
+                "id": leg_id,
+                "to": to_status,
+                "from": leg.status,
+                "error": error,
+                "now": moment,
+                "attempt": 1 if count_attempt else 0,
+                "completed_at": moment if to_status == "completed" else None,
+            },
+        )
+        if changed != 1:
+            return False
+        if leg.client_id:
+            reserved_delta = _reserves(leg, to_status) - _reserves(leg, leg.status)
+            sats_delta = leg.amount_sats if to_status == "completed" else 0
+            if leg.leg_type == "autoforward":
+                # Forwarded sats were already counted when their dca leg landed.
+                sats_delta = 0
+            if reserved_delta or sats_delta:
+                await add_client_totals(
+                    tx,
+                    leg.client_id,
+                    reserved_minor=reserved_delta,
+                    sats_received=sats_delta,
+                )
+    return True
+
+
+async def void_open_legs(tx: Tx, settlement_id: str) -> int:
+    legs = await tx.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE settlement_id = :id "
+        "AND status IN ('pending', 'failed', 'skipped')",
+        {"id": settlement_id},
+        Leg,
+    )
+    for leg in legs:
+        await tx.execute(
+            "UPDATE satmachineadmin.legs SET status = 'voided', updated_at = :now "
+            "WHERE id = :id",
+            {"id": leg.id, "now": now()},
+        )
+        released = _reserves(leg, leg.status)
+        if leg.client_id and released:
+            await add_client_totals(tx, leg.client_id, reserved_minor=-released)
+    return len(legs)
+
+
+async def count_completed_legs(settlement_id: str) -> int:
+    row = await db.fetchone(
+        "SELECT COUNT(*) AS n FROM satmachineadmin.legs "
+        "WHERE settlement_id = :id AND status = 'completed' AND leg_type != 'autoforward'",
+        {"id": settlement_id},
+    )
+    return int(row["n"])
+
+
+async def list_legs(
+    *,
+    operator_user_id: Optional[str] = None,
+    user_id: Optional[str] = None,
+    machine_id: Optional[str] = None,
+    client_id: Optional[str] = None,
+    leg_type: Optional[str] = None,
+    status: Optional[str] = None,
+    settlement_id: Optional[str] = None,
+    since: Optional[int] = None,
+    until: Optional[int] = None,
+    limit: int = 500,
+    offset: int = 0,
+) -> list[Leg]:
+    where: list[str] = []
+    values: dict[str, Any] = {"limit": limit, "offset": offset}
+    if operator_user_id is not None:
+        where.append("l.operator_user_id = :op")
+        values["op"] = operator_user_id
+    if user_id is not None:
+        where.append(
+            "l.client_id IN (SELECT id FROM satmachineadmin.clients WHERE user_id = :user)"
+        )
+        values["user"] = user_id
+    for column, value in (
+        ("machine_id", machine_id),
+        ("client_id", client_id),
+        ("leg_type", leg_type),
+        ("status", status),
+        ("settlement_id", settlement_id),
+    ):
+        if value is not None:
+            where.append(f"l.{column} = :{column}")
+            values[column] = value
+    if since is not None:
+        where.append("l.created_at >= :since")
+        values["since"] = since
+    if until is not None:
+        where.append("l.created_at < :until")
+        values["until"] = until
+    clause = ("WHERE " + " AND ".join(where)) if where else ""
+    return await db.fetchall(
+        f"SELECT l.* FROM satmachineadmin.legs l {clause} "  # noqa: S608
+        "ORDER BY l.created_at DESC, l.id LIMIT :limit OFFSET :offset",
+        values,
+        Leg,
+    )
+
+
+async def fixed_paid_on(client_id: str, slot_date: str) -> int:
+    row = await db.fetchone(
+        "SELECT COALESCE(SUM(amount_fiat_minor), 0) AS total FROM satmachineadmin.legs "
+        "WHERE client_id = :client AND leg_type = 'fixed' AND slot_date = :day "
+        "AND status IN ('pending', 'completed', 'failed')",
+        {"client": client_id, "day": slot_date},
+    )
+    return int(row["total"])
+
+
+async def pending_needs_by_wallet() -> dict[str, int]:
+    rows = await db.fetchall(
+        "SELECT source_wallet_id, COALESCE(SUM(amount_sats), 0) AS need "
+        "FROM satmachineadmin.legs WHERE status IN ('pending', 'failed') "
+        "GROUP BY source_wallet_id",
+        {},
+    )
+    return {row["source_wallet_id"]: int(row["need"]) for row in rows}

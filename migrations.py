@@ -1,0 +1,314 @@
+"""Database schema of satmachineadmin.
+
+Conventions that hold for every table (SQLite and PostgreSQL alike):
+- timestamps are integer epoch seconds (BIGINT), never database-specific types, so
+  the same SQL and the same models work on both engines;
+- sats and fiat minor units are BIGINT integers; fractions, percents and rates are
+  decimal strings (TEXT) so no float ever touches money;
+- every table an operator owns rows in carries `operator_user_id`, so every query can
+  be scoped to the caller without a join.
+Released migrations are never edited: add the next one.
+"""
+
+from lnbits.db import SQLITE, Database
+
+
+async def _index(
+    db: Database, name: str, table: str, columns: str, unique: bool = False
+) -> None:
+    # SQLite qualifies the index name with the schema, PostgreSQL only the table.
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    if db.type == SQLITE:
+        await db.execute(f"CREATE {kind} satmachineadmin.{name} ON {table} ({columns})")
+    else:
+        await db.execute(f"CREATE {kind} {name} ON satmachineadmin.{table} ({columns})")
+
+
+async def m001_initial_schema(db: Database) -> None:
+    big = db.big_int
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.machines (
+            id TEXT PRIMARY KEY,
+            operator_user_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            wallet_id TEXT NOT NULL,
+            fiat_currency TEXT NOT NULL,
+            machine_npub TEXT,
+            lamassu_device_id TEXT,
+            status TEXT NOT NULL DEFAULT 'active',
+            fixed_times TEXT NOT NULL DEFAULT '[]',
+            fixed_timezone TEXT NOT NULL DEFAULT 'UTC',
+            auto_settle_enabled BOOLEAN NOT NULL DEFAULT FALSE,
+            auto_settle_threshold_type TEXT,
+            auto_settle_threshold_value TEXT,
+            auto_settle_funding_wallet_id TEXT,
+            sweep_cursor {big} NOT NULL DEFAULT 0,
+            created_at {big} NOT NULL,
+            updated_at {big} NOT NULL
+        );
+        """
+    )
+    # One machine per wallet: the engine pays legs out of this wallet, so two machines
+    # (or two operators) claiming it would let one drain the other.
+    await _index(db, "machines_wallet_uq", "machines", "wallet_id", unique=True)
+    await _index(db, "machines_operator_ix", "machines", "operator_user_id")
+    await _index(db, "machines_lamassu_ix", "machines", "lamassu_device_id")
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.lp_preferences (
+            user_id TEXT PRIMARY KEY,
+            wallet_id TEXT NOT NULL,
+            dca_mode TEXT NOT NULL DEFAULT 'flow',
+            fixed_mode_daily_limit TEXT,
+            autoforward_enabled BOOLEAN NOT NULL DEFAULT FALSE,
+            autoforward_ln_address TEXT,
+            created_at {big} NOT NULL,
+            updated_at {big} NOT NULL
+        );
+        """
+    )
+
+    # Running totals (deposits_minor, reserved_minor, sats_received) are maintained in
+    # the same transaction as the rows they summarise, so a balance is one row read
+    # whatever the length of the LP's history.
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.clients (
+            id TEXT PRIMARY KEY,
+            machine_id TEXT NOT NULL,
+            operator_user_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            username TEXT,
+            status TEXT NOT NULL DEFAULT 'active',
+            deposits_minor {big} NOT NULL DEFAULT 0,
+            reserved_minor {big} NOT NULL DEFAULT 0,
+            sats_received {big} NOT NULL DEFAULT 0,
+            cycle_complete BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at {big} NOT NULL,
+            updated_at {big} NOT NULL
+        );
+        """
+    )
+    await _index(
+        db, "clients_machine_user_uq", "clients", "machine_id, user_id", unique=True
+    )
+    await _index(db, "clients_operator_ix", "clients", "operator_user_id")
+    await _index(db, "clients_user_ix", "clients", "user_id")
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.deposits (
+            id TEXT PRIMARY KEY,
+            client_id TEXT NOT NULL,
+            machine_id TEXT NOT NULL,
+            operator_user_id TEXT NOT NULL,
+            amount_minor {big} NOT NULL,
+            currency TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            notes TEXT,
+            created_at {big} NOT NULL,
+            confirmed_at {big},
+            cancelled_at {big}
+        );
+        """
+    )
+    await _index(db, "deposits_client_ix", "deposits", "client_id, created_at")
+    await _index(db, "deposits_operator_ix", "deposits", "operator_user_id, created_at")
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.settlements (
+            id TEXT PRIMARY KEY,
+            machine_id TEXT NOT NULL,
+            operator_user_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            external_id TEXT NOT NULL,
+            payment_hash TEXT,
+            tx_type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            fiat_amount_minor {big} NOT NULL DEFAULT 0,
+            currency TEXT NOT NULL,
+            wire_sats {big} NOT NULL DEFAULT 0,
+            principal_sats {big} NOT NULL DEFAULT 0,
+            fee_sats {big} NOT NULL DEFAULT 0,
+            fee_fraction TEXT,
+            super_fee_fraction TEXT NOT NULL DEFAULT '0',
+            platform_fee_sats {big} NOT NULL DEFAULT 0,
+            operator_fee_sats {big} NOT NULL DEFAULT 0,
+            exchange_rate TEXT,
+            orphan_sats {big} NOT NULL DEFAULT 0,
+            orphan_fiat_minor {big} NOT NULL DEFAULT 0,
+            estimated BOOLEAN NOT NULL DEFAULT FALSE,
+            raw_payload TEXT,
+            error TEXT,
+            attempts INT NOT NULL DEFAULT 0,
+            next_attempt_at {big} NOT NULL DEFAULT 0,
+            claim_token TEXT,
+            claimed_until {big},
+            external_created_at {big},
+            created_at {big} NOT NULL,
+            updated_at {big} NOT NULL,
+            processed_at {big}
+        );
+        """
+    )
+    # The exactly-once key: whichever path sees an ATM transaction first, and however
+    # often it is seen again, it becomes one settlement.
+    await _index(
+        db,
+        "settlements_source_uq",
+        "settlements",
+        "machine_id, source, external_id",
+        unique=True,
+    )
+    await _index(
+        db, "settlements_payment_uq", "settlements", "payment_hash", unique=True
+    )
+    await _index(db, "settlements_queue_ix", "settlements", "status, next_attempt_at")
+    await _index(db, "settlements_machine_ix", "settlements", "machine_id, created_at")
+    await _index(
+        db, "settlements_operator_ix", "settlements", "operator_user_id, created_at"
+    )
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.legs (
+            id TEXT PRIMARY KEY,
+            idempotency_key TEXT NOT NULL,
+            settlement_id TEXT,
+            machine_id TEXT NOT NULL,
+            operator_user_id TEXT NOT NULL,
+            client_id TEXT,
+            parent_leg_id TEXT,
+            leg_type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            amount_sats {big} NOT NULL,
+            amount_fiat_minor {big},
+            currency TEXT,
+            exchange_rate TEXT,
+            source_wallet_id TEXT,
+            destination TEXT,
+            destination_kind TEXT,
+            label TEXT,
+            memo TEXT,
+            payment_hash TEXT,
+            bolt11 TEXT,
+            error TEXT,
+            attempts INT NOT NULL DEFAULT 0,
+            slot_date TEXT,
+            slot_index INT,
+            created_at {big} NOT NULL,
+            updated_at {big} NOT NULL,
+            completed_at {big}
+        );
+        """
+    )
+    # A leg is written with this key before it is paid: a replay of the same plan, a
+    # restart or a second worker can only ever find the existing row.
+    await _index(db, "legs_idempotency_uq", "legs", "idempotency_key", unique=True)
+    await _index(db, "legs_settlement_ix", "legs", "settlement_id")
+    await _index(db, "legs_client_ix", "legs", "client_id, leg_type, created_at")
+    await _index(db, "legs_operator_ix", "legs", "operator_user_id, created_at")
+    await _index(db, "legs_status_ix", "legs", "status, updated_at")
+    await _index(db, "legs_payment_ix", "legs", "payment_hash")
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.commission_rules (
+            id TEXT PRIMARY KEY,
+            operator_user_id TEXT NOT NULL,
+            machine_id TEXT,
+            position INT NOT NULL,
+            target TEXT NOT NULL,
+            target_kind TEXT NOT NULL,
+            percent TEXT NOT NULL,
+            label TEXT,
+            created_at {big} NOT NULL
+        );
+        """
+    )
+    await _index(
+        db,
+        "commission_rules_scope_ix",
+        "commission_rules",
+        "operator_user_id, machine_id, position",
+    )
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.platform_config (
+            id INT PRIMARY KEY,
+            super_fee_fraction TEXT NOT NULL DEFAULT '0',
+            fee_wallet_id TEXT,
+            updated_at {big} NOT NULL
+        );
+        """
+    )
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.lamassu_config (
+            operator_user_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            port INT NOT NULL DEFAULT 5432,
+            database_name TEXT NOT NULL,
+            username TEXT NOT NULL,
+            password_encrypted TEXT,
+            sslmode TEXT NOT NULL DEFAULT 'prefer',
+            poll_interval_seconds INT NOT NULL DEFAULT 60,
+            lookback_hours INT NOT NULL DEFAULT 72,
+            enabled BOOLEAN NOT NULL DEFAULT TRUE,
+            last_poll_at {big},
+            last_success_at {big},
+            last_error TEXT,
+            last_found INT NOT NULL DEFAULT 0,
+            last_new INT NOT NULL DEFAULT 0,
+            unknown_devices TEXT NOT NULL DEFAULT '{{}}',
+            newest_created_seen {big},
+            consecutive_failures INT NOT NULL DEFAULT 0,
+            next_poll_at {big} NOT NULL DEFAULT 0,
+            created_at {big} NOT NULL,
+            updated_at {big} NOT NULL
+        );
+        """
+    )
+
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.settlement_notes (
+            id TEXT PRIMARY KEY,
+            settlement_id TEXT NOT NULL,
+            author_user_id TEXT NOT NULL,
+            note TEXT NOT NULL,
+            created_at {big} NOT NULL
+        );
+        """
+    )
+    await _index(
+        db, "settlement_notes_ix", "settlement_notes", "settlement_id, created_at"
+    )
+
+    # Append-only: who changed what. Rows are inserted, never updated or deleted.
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.audit_log (
+            id TEXT PRIMARY KEY,
+            actor_user_id TEXT NOT NULL,
+            operator_user_id TEXT,
+            action TEXT NOT NULL,
+            entity_type TEXT NOT NULL,
+            entity_id TEXT NOT NULL,
+            detail TEXT,
+            created_at {big} NOT NULL
+        );
+        """
+    )
+    await _index(
+        db, "audit_log_entity_ix", "audit_log", "entity_type, entity_id, created_at"
+    )
+    await _index(
+        db, "audit_log_operator_ix", "audit_log", "operator_user_id, created_at"
+    )

