@@ -43,8 +43,21 @@ def now() -> int:
     return int(time.time())
 
 
+_last_id_ms = 0
+_id_counter = 0
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex chars that sort by creation: LR ties go to the earlier part, ordered by
+    (creation time, id), so rows made within one second must still sort in order."""
+    global _last_id_ms, _id_counter
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_id_ms:
+        _id_counter += 1
+        ms = _last_id_ms
+    else:
+        _last_id_ms, _id_counter = ms, 0
+    return f"{ms:012x}{_id_counter & 0xFFFF:04x}{uuid.uuid4().hex[:16]}"
 
 
 class Tx:
@@ -760,6 +773,14 @@ def _reserves(leg: Leg, status: str) -> int:
     return 0
 
 
+def _received(leg: Leg, status: str) -> int:
+    # Only principal bought with the LP's fiat counts: commission shares and
+    # forwards would distort their cost basis.
+    if leg.client_id and leg.leg_type in BALANCE_LEG_TYPES and status == "completed":
+        return leg.amount_sats
+    return 0
+
+
 async def insert_leg(tx: Tx, leg: Leg) -> bool:
     """Write a leg (and what it reserves of its LP's balance) unless its key exists."""
     existing = await tx.fetchone(
@@ -770,7 +791,7 @@ async def insert_leg(tx: Tx, leg: Leg) -> bool:
         return False
     await tx.insert("satmachineadmin.legs", leg)
     reserved = _reserves(leg, leg.status)
-    sats = leg.amount_sats if leg.status == "completed" and leg.client_id else 0
+    sats = _received(leg, leg.status)
     if leg.client_id and (reserved or sats):
         await add_client_totals(tx, leg.client_id, reserved_minor=reserved, sats_received=sats)
     return True
@@ -852,10 +873,7 @@ async def transition_leg(
             return False
         if leg.client_id:
             reserved_delta = _reserves(leg, to_status) - _reserves(leg, leg.status)
-            sats_delta = leg.amount_sats if to_status == "completed" else 0
-            if leg.leg_type == "autoforward":
-                # Forwarded sats were already counted when their dca leg landed.
-                sats_delta = 0
+            sats_delta = _received(leg, to_status) - _received(leg, leg.status)
             if reserved_delta or sats_delta:
                 await add_client_totals(
                     tx,
@@ -961,3 +979,12 @@ async def pending_needs_by_wallet() -> dict[str, int]:
         {},
     )
     return {row["source_wallet_id"]: int(row["need"]) for row in rows}
+
+
+async def make_errored_due(machine_id: str) -> int:
+    result = await db.execute(
+        "UPDATE satmachineadmin.settlements SET next_attempt_at = 0 "
+        "WHERE machine_id = :machine AND status = 'errored' AND next_attempt_at > 0",
+        {"machine": machine_id},
+    )
+    return result.rowcount

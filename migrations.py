@@ -145,6 +145,7 @@ async def m001_initial_schema(db: Database) -> None:
             raw_payload TEXT,
             error TEXT,
             attempts INT NOT NULL DEFAULT 0,
+            plan_version INT NOT NULL DEFAULT 0,
             next_attempt_at {big} NOT NULL DEFAULT 0,
             claim_token TEXT,
             claimed_until {big},

@@ -154,6 +154,7 @@ class Settlement(BaseModel):
     raw_payload: Optional[str] = None
     error: Optional[str] = None
     attempts: int = 0
+    plan_version: int = 0
     next_attempt_at: int = 0
     claim_token: Optional[str] = None
     claimed_until: Optional[int] = None
@@ -238,6 +239,27 @@ class _Request(BaseModel):
     class Config:
         extra = "forbid"
         anystr_strip_whitespace = True
+
+    @validator("*", pre=True)
+    def _plain_text(cls, value: Any, field: Any) -> Any:
+        """No NUL in text (PostgreSQL refuses it: it would be a 500), and no silent
+        str(True) / str(5) into a text field. Fields that take a JSON number (fiat,
+        percents, fractions) say so with a pre validator of their own."""
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("must not contain NUL characters")
+        elif (
+            isinstance(value, (bool, int, float))
+            and isinstance(field.type_, type)
+            and issubclass(field.type_, str)
+            and not any(
+                v.pre
+                for name, v in field.class_validators.items()
+                if name != "_plain_text"
+            )
+        ):
+            raise ValueError("must be a string")
+        return value
 
 
 def _check_currency(value: str) -> str:

@@ -1,9 +1,79 @@
-"""Wiring only: the invoice listener and the periodic loops, each a thin call."""
+"""Wiring only: the invoice listener and the periodic loops, each a thin call.
+
+The listener shares LNbits' queue with every extension, so it filters and hands off:
+landing a settlement runs in a task of its own, and payouts run in the engine loop.
+SATMACHINE_ENGINE_AUTORUN=0 leaves the engine and sweep loops off (the test suite
+drives them step by step); the listener always runs.
+"""
+
+import asyncio
+import os
+
+from lnbits.core.models import Payment
+from lnbits.settings import settings
+from loguru import logger
+
+from . import bitspire, distribution
+
+ENGINE_IDLE_SECONDS = 5
+SWEEP_INTERVAL_SECONDS = 30
+
+# asyncio keeps only weak references to tasks: hold them until they finish.
+_handoffs: set[asyncio.Task] = set()
+
+
+def _hand_off(coro) -> asyncio.Task:  # type: ignore[no-untyped-def]
+    task = asyncio.create_task(coro)
+    _handoffs.add(task)
+    task.add_done_callback(_handoffs.discard)
+    return task
+
+
+async def on_invoice_paid(payment: Payment) -> None:
+    if bitspire.is_candidate(payment):
+        _hand_off(bitspire.handle_listener_payment(payment))
+    elif (payment.extra or {}).get("source") != "satmachineadmin":
+        # Possibly a float top-up: settlements waiting for float are retried now.
+        _hand_off(distribution.on_wallet_credited(payment.wallet_id))
+
+
+async def engine_loop() -> None:
+    await distribution.reconcile_open_legs()
+    while settings.lnbits_running:
+        try:
+            await distribution.run_due_settlements()
+        except Exception:
+            logger.exception("satmachineadmin: engine pass failed")
+        await distribution.wait_for_work(ENGINE_IDLE_SECONDS)
+
+
+async def sweep_once() -> None:
+    await bitspire.sweep_all()
+
+
+def autorun() -> bool:
+    return os.environ.get("SATMACHINE_ENGINE_AUTORUN", "1") != "0"
 
 
 def start_background_work() -> None:
-    pass
+    from lnbits.task_manager import task_manager
+
+    task_manager.register_invoice_listener(on_invoice_paid, "ext_satmachineadmin")
+    if autorun():
+        task_manager.create_permanent_task(engine_loop, name="satmachineadmin_engine")
+        task_manager.create_permanent_task(
+            sweep_once, name="satmachineadmin_sweep", interval=SWEEP_INTERVAL_SECONDS
+        )
 
 
 def stop_background_work() -> None:
-    pass
+    from lnbits.task_manager import task_manager
+
+    for name in (
+        "ext_satmachineadmin_invoice_listener",
+        "satmachineadmin_engine",
+        "satmachineadmin_sweep",
+    ):
+        task = task_manager.get_task(name)
+        if task:
+            task_manager.cancel_task(task)

@@ -55,7 +55,7 @@ os.environ.update(
         "LNBITS_RESERVE_FEE_MIN": "0",
         "DEBUG": "false",
         "LOG_LEVEL": "WARNING",
-        "SATMACHINE_FAST_LOOPS": "1",
+        "SATMACHINE_ENGINE_AUTORUN": "0",
     }
 )
 os.chdir(_workdir)
@@ -264,6 +264,115 @@ class Factory:
     async def balance_of(self, operator: User, client_id: str) -> dict:
         response = await self.http.get(
             f"/satmachineadmin/api/v1/clients/{client_id}/balance", headers=operator.invoice
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+    # ------------------------------------------------------------ playing an ATM
+
+    def bitspire_extra(
+        self, machine: dict, tx_type: str, fiat: str, principal: int, fee: int, **overrides: Any
+    ) -> dict:
+        wire = principal + fee if tx_type == "cash_out" else principal - fee
+        extra = {
+            "source": "bitspire",
+            "type": tx_type,
+            "wire_sats": wire,
+            "principal_sats": principal,
+            "fee_sats": fee,
+            "fiat_amount": fiat,
+            "currency": machine["fiat_currency"],
+            "txid": uuid.uuid4().hex,
+        }
+        extra.update(overrides)
+        return extra
+
+    async def cash_out(
+        self,
+        machine: dict,
+        payer: Wallet,
+        fiat: str,
+        principal: int,
+        fee: int,
+        amount: Optional[int] = None,
+        **overrides: Any,
+    ) -> dict:
+        """A passer-by sells bitcoin: an invoice on the machine wallet, paid by them."""
+        from lnbits.core.services import create_invoice, pay_invoice
+
+        extra = self.bitspire_extra(machine, "cash_out", fiat, principal, fee, **overrides)
+        invoice = await create_invoice(
+            wallet_id=machine["wallet"].id,
+            amount=amount if amount is not None else principal + fee,
+            memo="ATM cash-out",
+            extra=extra,
+            internal=True,
+        )
+        await pay_invoice(wallet_id=payer.id, payment_request=invoice.bolt11)
+        extra["payment_hash"] = invoice.payment_hash
+        return extra
+
+    async def cash_in(
+        self,
+        machine: dict,
+        customer: Wallet,
+        fiat: str,
+        principal: int,
+        fee: int,
+        amount: Optional[int] = None,
+        **overrides: Any,
+    ) -> dict:
+        """A passer-by buys bitcoin: the machine wallet pays the customer's invoice."""
+        from lnbits.core.services import create_invoice, pay_invoice
+
+        extra = self.bitspire_extra(machine, "cash_in", fiat, principal, fee, **overrides)
+        invoice = await create_invoice(
+            wallet_id=customer.id,
+            amount=amount if amount is not None else principal - fee,
+            memo="ATM cash-in",
+            internal=True,
+        )
+        await pay_invoice(
+            wallet_id=machine["wallet"].id, payment_request=invoice.bolt11, extra=extra
+        )
+        extra["payment_hash"] = invoice.payment_hash
+        return extra
+
+    async def settlement_of(self, payment_hash: str, timeout: float = 5.0) -> Any:
+        """Wait for the listener's hand-off to land the payment as a settlement."""
+        from satmachineadmin import crud
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            row = await crud.db.fetchone(
+                "SELECT id FROM satmachineadmin.settlements WHERE payment_hash = :h",
+                {"h": payment_hash},
+            )
+            if row:
+                return await crud.get_settlement(row["id"])
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+
+    async def run_engine(self) -> int:
+        from satmachineadmin import distribution
+
+        return await distribution.run_due_settlements()
+
+    async def platform(self, super_user: "User", fraction: str, fee_wallet: Optional[Wallet]) -> None:
+        response = await self.http.put(
+            "/satmachineadmin/api/v1/super/config",
+            headers=super_user.admin,
+            json={"super_fee_fraction": fraction, "fee_wallet_id": fee_wallet.id if fee_wallet else None},
+        )
+        assert response.status_code == 200, response.text
+
+    async def splits(self, operator: User, legs: list, machine_id: Optional[str] = None) -> dict:
+        response = await self.http.put(
+            "/satmachineadmin/api/v1/commission/splits",
+            headers=operator.admin,
+            json={"machine_id": machine_id, "legs": legs},
         )
         assert response.status_code == 200, response.text
         return response.json()

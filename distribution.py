@@ -1,0 +1,253 @@
+"""The distribution engine: settlements in, legs out, each leg paid exactly once.
+
+Life of a settlement
+1. `land_settlement` (called by every source: bitspire.py, lamassu.py, manual entry)
+   inserts it `pending`, unique on (machine, source, external_id), with the platform
+   fraction in force at that moment, and wakes the engine.
+2. The engine claims it (`crud.claim_settlement`: one conditional UPDATE, so two
+   workers or two LNbits processes never both take it; a dead worker's lease expires).
+3. The first claim plans every leg (calculations.py) and writes all of them in one
+   transaction, each with a deterministic idempotency key, *before* any is paid.
+4. Each payable leg gets an invoice on its destination (stored on the row), then is
+   paid from the source wallet, then its outcome is recorded.
+5. A crash anywhere leaves rows that say what to do next: `reconcile_leg` asks LNbits
+   whether the leg's invoice was paid before paying anything again.
+"""
+
+import asyncio
+import json
+from decimal import Decimal
+from typing import Any, Optional
+
+from loguru import logger
+
+from . import crud
+from .calculations import exchange_rate, split_commission
+from .faults import EngineCrash, checkpoint
+from .models import Machine, Settlement
+from .payouts import forward_landed_legs, pay_leg, reconcile_leg
+from .planning import ensure_plan
+
+_wake = asyncio.Event()
+
+
+def wake_engine() -> None:
+    """Tell the engine loop there is work, without waiting for its next tick."""
+    _wake.set()
+
+
+async def land_settlement(
+    *,
+    machine: Machine,
+    source: str,
+    external_id: str,
+    tx_type: str,
+    fiat_amount_minor: int,
+    principal_sats: int,
+    fee_sats: int,
+    wire_sats: int,
+    fee_fraction: Optional[str] = None,
+    estimated: bool = False,
+    raw_payload: Optional[dict] = None,
+    payment_hash: Optional[str] = None,
+    external_created_at: Optional[int] = None,
+    notes_author: Optional[str] = None,
+) -> Optional[Settlement]:
+    """Record one successful ATM transaction as a pending settlement, exactly once.
+
+    Returns the new settlement, or None when (machine, source, external_id) or the
+    payment was already known: seeing a transaction again is harmless.
+    """
+    config = await crud.get_platform_config()
+    fraction = Decimal(config.super_fee_fraction)
+    commission = split_commission(fee_sats, fraction, [])
+    moment = crud.now()
+    settlement = Settlement(
+        id=crud.new_id(),
+        machine_id=machine.id,
+        operator_user_id=machine.operator_user_id,
+        source=source,
+        external_id=external_id,
+        payment_hash=payment_hash,
+        tx_type=tx_type,
+        status="pending",
+        fiat_amount_minor=fiat_amount_minor,
+        currency=machine.fiat_currency,
+        wire_sats=wire_sats,
+        principal_sats=principal_sats,
+        fee_sats=fee_sats,
+        fee_fraction=fee_fraction,
+        super_fee_fraction=str(fraction),
+        platform_fee_sats=commission.platform_fee_sats,
+        operator_fee_sats=commission.operator_fee_sats,
+        exchange_rate=_rate_text(principal_sats, fiat_amount_minor, machine.fiat_currency),
+        estimated=estimated,
+        raw_payload=json.dumps(raw_payload, default=str) if raw_payload else None,
+        external_created_at=external_created_at,
+        created_at=moment,
+        updated_at=moment,
+    )
+    if not await crud.insert_settlement_if_new(settlement):
+        return None
+    logger.info(
+        f"satmachineadmin: settlement {settlement.id} landed from {source} "
+        f"({tx_type}, {principal_sats}+{fee_sats} sats) at machine {machine.id}"
+    )
+    wake_engine()
+    return settlement
+
+
+async def land_rejected(
+    *,
+    machine: Machine,
+    source: str,
+    external_id: str,
+    reason: str,
+    raw_payload: Any,
+    payment_hash: Optional[str] = None,
+    tx_type: str = "cash_out",
+) -> Optional[Settlement]:
+    """Keep a malformed transaction as a `rejected` settlement: visible, never paid."""
+    moment = crud.now()
+    settlement = Settlement(
+        id=crud.new_id(),
+        machine_id=machine.id,
+        operator_user_id=machine.operator_user_id,
+        source=source,
+        external_id=external_id,
+        payment_hash=payment_hash,
+        tx_type=tx_type if tx_type in ("cash_out", "cash_in") else "cash_out",
+        status="rejected",
+        currency=machine.fiat_currency,
+        raw_payload=json.dumps(raw_payload, default=str)[:20000],
+        error=reason[:1000],
+        created_at=moment,
+        updated_at=moment,
+    )
+    if not await crud.insert_settlement_if_new(settlement):
+        return None
+    logger.warning(
+        f"satmachineadmin: rejected {source} transaction {external_id} at machine "
+        f"{machine.id}: {reason}"
+    )
+    return settlement
+
+
+def _rate_text(principal_sats: int, fiat_minor: int, currency: str) -> Optional[str]:
+    rate = exchange_rate(principal_sats, fiat_minor, currency)
+    return None if rate is None else format(rate, "f")
+
+
+# ---------------------------------------------------------------- engine
+
+LEASE_SECONDS = 120
+INVOICE_EXPIRY_SECONDS = 30 * 86400
+RETRY_BASE_SECONDS = 30
+RETRY_MAX_SECONDS = 3600
+
+
+async def process_settlement(settlement_id: str) -> Optional[str]:
+    """Claim, plan (once) and pay one settlement. Returns its final status, or None
+    when another worker holds it or it is not due."""
+    token = crud.new_id()
+    if not await crud.claim_settlement(settlement_id, token, LEASE_SECONDS):
+        return None
+    checkpoint("after_claim")
+    settlement = await crud.get_settlement(settlement_id)
+    assert settlement
+    machine = await crud.get_machine(settlement.machine_id)
+    try:
+        if machine is None:
+            raise RuntimeError("machine no longer exists")
+        legs = await ensure_plan(settlement, machine)
+        checkpoint("after_plan")
+        for leg in legs:
+            if leg.status in ("pending", "failed"):
+                await pay_leg(leg)
+                await crud.extend_claim(settlement_id, token, LEASE_SECONDS)
+        await forward_landed_legs(settlement_id)
+    except EngineCrash:
+        raise
+    except Exception as exc:
+        logger.exception(f"satmachineadmin: settlement {settlement_id} errored")
+        await _finish_errored(settlement, token, f"engine error: {exc}")
+        return "errored"
+    return await _finish(settlement, token, machine)
+
+
+async def _finish(settlement: Settlement, token: str, machine: Machine) -> str:
+    legs = await crud.list_settlement_legs(settlement.id)
+    open_legs = [
+        leg
+        for leg in legs
+        if leg.leg_type != "autoforward" and leg.status in ("pending", "failed")
+    ]
+    if not open_legs:
+        await crud.finish_settlement(settlement.id, token, "processed", None)
+        await after_processed(settlement, machine)
+        return "processed"
+    failed = [leg for leg in open_legs if leg.status == "failed"]
+    if any(_is_insufficient(leg.error) for leg in failed):
+        need = sum(leg.amount_sats for leg in open_legs)
+        reason = f"insufficient float: need {need} sats"
+    else:
+        reason = "; ".join(
+            f"{leg.leg_type} leg {leg.id[:8]}: {leg.error or leg.status}" for leg in open_legs
+        )
+    await _finish_errored(settlement, token, reason)
+    return "errored"
+
+
+async def _finish_errored(settlement: Settlement, token: str, reason: str) -> None:
+    current = await crud.get_settlement(settlement.id)
+    attempts = current.attempts if current else 1
+    delay = min(RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), RETRY_MAX_SECONDS)
+    await crud.finish_settlement(
+        settlement.id, token, "errored", reason[:1000], crud.now() + delay
+    )
+
+
+def _is_insufficient(error: Optional[str]) -> bool:
+    return bool(error) and "insufficient" in (error or "").lower()
+
+
+async def run_due_settlements(limit: int = 100) -> int:
+    """One engine pass: every settlement that is pending, due for retry or abandoned."""
+    done = 0
+    for settlement_id in await crud.list_due_settlement_ids(limit):
+        if await process_settlement(settlement_id):
+            done += 1
+    return done
+
+
+async def after_processed(settlement: Settlement, machine: Machine) -> None:
+    """Hook for work that follows a completed distribution (auto-settlement)."""
+    return None
+
+
+
+
+async def wait_for_work(timeout: float) -> None:
+    try:
+        await asyncio.wait_for(_wake.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
+    _wake.clear()
+
+
+async def reconcile_open_legs() -> int:
+    """Start-up: before paying anything, settle every in-flight leg against LNbits."""
+    fixed = 0
+    for status in ("pending", "failed"):
+        for leg in await crud.list_legs_by_status(status, limit=100_000):
+            if leg.payment_hash and (await reconcile_leg(leg)).status == "completed":
+                fixed += 1
+    if fixed:
+        logger.info(f"satmachineadmin: reconciled {fixed} legs paid before a restart")
+    return fixed
+
+
+async def on_wallet_credited(wallet_id: str) -> None:
+    machine = await crud.get_machine_by_wallet(wallet_id)
+    if machine and await crud.make_errored_due(machine.id):
+        wake_engine()

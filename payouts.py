@@ -1,0 +1,201 @@
+"""Pay one leg, exactly once, and find out after a crash whether it was paid.
+
+A leg row exists before any money moves. Paying it is three steps, each leaving a
+trace: (1) an invoice on the destination, stored on the row; (2) LNbits pays it from
+the source wallet; (3) the row is marked completed. Whatever step a crash interrupts,
+`reconcile_leg` asks LNbits whether the stored invoice was paid from the source
+wallet, so a leg is never paid twice nor forgotten. LNbits itself refuses to pay an
+internal invoice twice, a second guard under the first.
+"""
+
+import time
+from typing import Optional
+
+from lnbits.bolt11 import decode as decode_bolt11
+from lnbits.core.crud import get_standalone_payment
+from lnbits.core.services import create_invoice, pay_invoice
+from lnbits.exceptions import InvoiceError, PaymentError
+from loguru import logger
+
+from . import crud
+from .faults import checkpoint
+from .models import Leg
+
+INVOICE_EXPIRY_SECONDS = 30 * 86400
+PAYMENT_MARKER = "satmachineadmin"
+
+
+async def reconcile_leg(leg: Leg) -> Leg:
+    """Bring a pending or failed leg in line with what LNbits knows of its invoice."""
+    if leg.status not in ("pending", "failed") or not leg.payment_hash:
+        return leg
+    payment = await get_standalone_payment(
+        leg.payment_hash, wallet_id=leg.source_wallet_id
+    )
+    if payment is None or not payment.is_out:
+        return leg
+    if payment.success:
+        await crud.transition_leg(leg.id, "completed", from_statuses=("pending", "failed"))
+        logger.info(f"satmachineadmin: leg {leg.id} found paid on reconcile")
+    elif payment.pending:
+        # An external payment still in flight: never pay it again while it might land.
+        return leg
+    refreshed = await crud.get_leg(leg.id)
+    assert refreshed
+    return refreshed
+
+
+def _invoice_usable(bolt11: Optional[str]) -> bool:
+    if not bolt11:
+        return False
+    try:
+        invoice = decode_bolt11(bolt11)
+    except Exception:
+        return False
+    return invoice.date + (invoice.expiry or 3600) > time.time() + 60
+
+
+async def _invoice_for(leg: Leg) -> tuple[str, str]:
+    """(bolt11, payment_hash) of a fresh invoice on the leg's destination."""
+    extra = {"tag": PAYMENT_MARKER, "source": PAYMENT_MARKER, "leg_id": leg.id}
+    if leg.destination_kind == "wallet" and leg.destination:
+        payment = await create_invoice(
+            wallet_id=leg.destination,
+            amount=leg.amount_sats,
+            memo=(leg.memo or f"satmachineadmin {leg.leg_type}")[:600],
+            extra=extra,
+            internal=True,
+            expiry=INVOICE_EXPIRY_SECONDS,
+        )
+        return payment.bolt11, payment.payment_hash
+    if leg.destination_kind in ("lnaddress", "lnurl") and leg.destination:
+        from lnbits.core.services.lnurl import get_pr_from_lnurl
+
+        bolt11 = await get_pr_from_lnurl(
+            leg.destination, leg.amount_sats * 1000, comment=leg.memo
+        )
+        invoice = decode_bolt11(bolt11)
+        if invoice.amount_msat != leg.amount_sats * 1000:
+            raise ValueError(
+                f"{leg.destination} returned an invoice for "
+                f"{invoice.amount_msat} msat instead of {leg.amount_sats * 1000}"
+            )
+        return bolt11, invoice.payment_hash
+    raise ValueError(f"leg has no payable destination ({leg.destination_kind})")
+
+
+async def _fail(leg: Leg, reason: str) -> Leg:
+    await crud.transition_leg(
+        leg.id, "failed", error=reason[:500], from_statuses=("pending",), count_attempt=True
+    )
+    logger.warning(f"satmachineadmin: leg {leg.id} ({leg.leg_type}) failed: {reason}")
+    refreshed = await crud.get_leg(leg.id)
+    assert refreshed
+    return refreshed
+
+
+async def pay_leg(leg: Leg) -> Leg:
+    leg = await reconcile_leg(leg)
+    if leg.status not in ("pending", "failed"):
+        return leg
+    if leg.status == "failed":
+        await crud.transition_leg(leg.id, "pending", error=leg.error, from_statuses=("failed",))
+    if leg.amount_sats <= 0:
+        # A fiat share that rounds to 0 sats: recorded, nothing to send.
+        await crud.transition_leg(leg.id, "completed", from_statuses=("pending",))
+        return leg
+    bolt11 = leg.bolt11
+    if not _invoice_usable(bolt11):
+        try:
+            bolt11, payment_hash = await _invoice_for(leg)
+        except (InvoiceError, PaymentError) as exc:
+            return await _fail(leg, f"could not get an invoice: {exc.message}")
+        except Exception as exc:
+            return await _fail(leg, f"could not get an invoice: {exc}")
+        await crud.set_leg_payment(leg.id, payment_hash, bolt11)
+    assert bolt11
+    checkpoint("after_invoice")
+    try:
+        await pay_invoice(
+            wallet_id=leg.source_wallet_id or "",
+            payment_request=bolt11,
+            extra={"source": PAYMENT_MARKER, "leg_id": leg.id, "leg_type": leg.leg_type},
+            description=(leg.memo or "")[:600],
+        )
+    except PaymentError as exc:
+        refreshed = await reconcile_leg(await _reload(leg))
+        if refreshed.status == "completed":
+            return refreshed
+        return await _fail(leg, _payment_error_text(exc.message))
+    except Exception as exc:
+        refreshed = await reconcile_leg(await _reload(leg))
+        if refreshed.status == "completed":
+            return refreshed
+        return await _fail(leg, str(exc) or exc.__class__.__name__)
+    checkpoint("after_payment")
+    await crud.transition_leg(leg.id, "completed", from_statuses=("pending",), count_attempt=True)
+    return await _reload(leg)
+
+
+def _payment_error_text(message: str) -> str:
+    if "insufficient balance" in message.lower():
+        return "insufficient balance in the source wallet"
+    return message
+
+
+async def _reload(leg: Leg) -> Leg:
+    refreshed = await crud.get_leg(leg.id)
+    assert refreshed
+    return refreshed
+
+
+async def forward_landed_legs(settlement_id: str) -> None:
+    """Autoforward: after an LP's leg lands, send it on to their Lightning address.
+
+    On failure the sats simply stay in the LP's wallet; the failed forward is a row
+    they can see, and it is not retried blindly.
+    """
+    legs = await crud.list_settlement_legs(settlement_id)
+    forwarded = {leg.parent_leg_id for leg in legs if leg.leg_type == "autoforward"}
+    for leg in legs:
+        if (
+            leg.leg_type != "dca"
+            or leg.status != "completed"
+            or leg.amount_sats <= 0
+            or not leg.client_id
+            or leg.id in forwarded
+        ):
+            continue
+        client = await crud.get_client_with_prefs(leg.client_id)
+        if not client or not client.autoforward_enabled or not client.autoforward_ln_address:
+            continue
+        forward = Leg(
+            id=crud.new_id(),
+            idempotency_key=f"{leg.idempotency_key}:autoforward",
+            settlement_id=settlement_id,
+            machine_id=leg.machine_id,
+            operator_user_id=leg.operator_user_id,
+            client_id=leg.client_id,
+            parent_leg_id=leg.id,
+            leg_type="autoforward",
+            status="pending",
+            amount_sats=leg.amount_sats,
+            currency=leg.currency,
+            source_wallet_id=leg.destination,
+            destination=client.autoforward_ln_address,
+            destination_kind="lnaddress",
+            memo="satmachineadmin autoforward",
+            created_at=crud.now(),
+            updated_at=crud.now(),
+        )
+        async with crud.transaction() as tx:
+            inserted = await crud.insert_leg(tx, forward)
+        if inserted:
+            result = await pay_leg(forward)
+            if result.status == "failed":
+                await crud.transition_leg(
+                    forward.id,
+                    "failed",
+                    error=f"{result.error}; the sats stay in your LNbits wallet",
+                    from_statuses=("failed",),
+                )

@@ -1,0 +1,211 @@
+"""The distribution engine through real LNbits payments: money.md's worked examples,
+to the sat, with every wallet's balance moving accordingly."""
+
+import pytest
+
+FIELD_REPORT_BALANCES = ["690.00", "7.54", "2.38", "0.07"]
+
+
+async def _machine_with_lps(factory, balances, currency="GTQ"):
+    operator = await factory.operator()
+    machine = await factory.machine(operator, currency=currency)
+    lps, clients = [], []
+    for amount in balances:
+        lp = await factory.lp()
+        client = await factory.enrol(operator, machine, lp, deposit=amount)
+        lps.append(lp)
+        clients.append(client)
+    return operator, machine, lps, clients
+
+
+async def _legs(settlement_id):
+    from satmachineadmin import crud
+
+    return await crud.list_settlement_legs(settlement_id)
+
+
+@pytest.fixture
+async def no_platform_fee(factory, super_user):
+    await factory.platform(super_user, "0", None)
+
+
+async def test_covered_cash_out_pays_lps_pro_rata_to_the_sat(factory, super_user, no_platform_fee):
+    operator, machine, lps, clients = await _machine_with_lps(factory, FIELD_REPORT_BALANCES)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000_000)
+
+    played = await factory.cash_out(machine, customer.wallet, "500.00", 75_000, 0)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    assert settlement is not None and settlement.status == "pending"
+    assert await factory.run_engine() == 1
+
+    from satmachineadmin import crud
+
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "processed"
+    assert settlement.orphan_sats == 0
+    dca = [leg for leg in await _legs(settlement.id) if leg.leg_type == "dca"]
+    by_client = {leg.client_id: leg for leg in dca}
+    assert [by_client[c["id"]].amount_sats for c in clients] == [73_929, 809, 255, 7]
+    assert [by_client[c["id"]].amount_fiat_minor for c in clients] == [49_286, 539, 170, 5]
+    assert all(leg.status == "completed" for leg in dca)
+    assert [await factory.balance(lp.wallet) for lp in lps] == [73_929, 809, 255, 7]
+    assert await factory.balance(machine["wallet"]) == 0
+    remaining = [(await factory.balance_of(operator, c["id"]))["remaining_balance"] for c in clients]
+    assert remaining == ["197.14", "2.15", "0.68", "0.02"]
+    first = await factory.balance_of(operator, clients[0]["id"])
+    assert first["total_sats"] == 73_929
+    assert first["total_distributed"] == "492.86"
+
+
+async def test_short_cash_out_pays_everyone_in_full_and_keeps_orphan_sats(
+    factory, super_user, no_platform_fee
+):
+    """The field report: 2000 GTQ left the machine, only 699.99 GTQ was tracked."""
+    operator, machine, lps, clients = await _machine_with_lps(factory, FIELD_REPORT_BALANCES)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000_000)
+
+    played = await factory.cash_out(machine, customer.wallet, "2000.00", 300_000, 0)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+
+    from satmachineadmin import crud
+
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "processed"
+    assert settlement.orphan_sats == 195_002
+    assert settlement.orphan_fiat_minor == 130_001
+    legs = await _legs(settlement.id)
+    paid = {leg.client_id: leg.amount_sats for leg in legs if leg.leg_type == "dca" and leg.client_id}
+    assert [paid[c["id"]] for c in clients] == [103_500, 1_131, 357, 10]
+    orphan = [leg for leg in legs if leg.leg_type == "dca" and leg.client_id is None]
+    assert len(orphan) == 1
+    assert orphan[0].status == "skipped"
+    assert orphan[0].amount_sats == 195_002
+    assert "orphan" in orphan[0].error
+    assert [await factory.balance(lp.wallet) for lp in lps] == [103_500, 1_131, 357, 10]
+    assert await factory.balance(machine["wallet"]) == 195_002
+    for client in clients:
+        balance = await factory.balance_of(operator, client["id"])
+        assert balance["remaining_balance"] == "0.00"
+        assert balance["cycle_complete"] is True
+
+
+async def test_commission_two_stages_platform_then_operator_rules(factory, super_user):
+    operator, machine, lps, clients = await _machine_with_lps(factory, ["100.00"])
+    fee_wallet = await factory.wallet(super_user, "platform fees")
+    await factory.platform(super_user, "0.30", fee_wallet)
+    targets = [await factory.wallet(operator, f"split{i}") for i in range(3)]
+    await factory.splits(
+        operator,
+        [
+            {"target": targets[0].id, "percent": "50"},
+            {"target": targets[1].id, "percent": "30"},
+            {"target": targets[2].inkey, "percent": "20", "label": "partner"},
+        ],
+    )
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000_000)
+    before_fee = await factory.balance(fee_wallet)
+
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 100)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    assert settlement.platform_fee_sats == 30
+    assert settlement.operator_fee_sats == 70
+    assert settlement.super_fee_fraction == "0.30"
+    await factory.run_engine()
+
+    assert await factory.balance(fee_wallet) - before_fee == 30
+    assert [await factory.balance(t) for t in targets] == [35, 21, 14]
+    assert await factory.balance(lps[0].wallet) == 1_500
+    assert await factory.balance(machine["wallet"]) == 0
+    # The fraction in force when the settlement landed is kept: changing it later
+    # changes nothing for this settlement.
+    await factory.platform(super_user, "0.50", fee_wallet)
+    from satmachineadmin import crud
+
+    assert (await crud.get_settlement(settlement.id)).platform_fee_sats == 30
+    await factory.platform(super_user, "0", None)
+
+
+async def test_cash_in_splits_commission_and_records_skipped_lp_leg(
+    factory, super_user, no_platform_fee
+):
+    operator, machine, lps, clients = await _machine_with_lps(factory, ["100.00"])
+    split_wallet = await factory.wallet(operator, "commission")
+    await factory.splits(operator, [{"target": split_wallet.id, "percent": "100"}], machine["id"])
+    await factory.fund(machine["wallet"], 20_000)
+    customer = await factory.user()
+
+    played = await factory.cash_in(machine, customer.wallet, "100.00", 15_000, 750)
+    assert await factory.balance(customer.wallet) == 14_250
+    from satmachineadmin import bitspire, crud
+
+    # LNbits never dispatches outgoing payments to listeners: the sweep finds cash-ins.
+    assert await factory.settlement_of(played["payment_hash"], timeout=0.3) is None
+    assert await bitspire.sweep_all() >= 1
+    settlement = await factory.settlement_of(played["payment_hash"])
+    assert settlement.tx_type == "cash_in"
+    await factory.run_engine()
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "processed"
+    legs = await _legs(settlement.id)
+    assert {(leg.leg_type, leg.status, leg.amount_sats) for leg in legs} == {
+        ("operator_split", "completed", 750),
+        ("dca", "skipped", 0),
+    }
+    assert "cash-in" in next(leg.error for leg in legs if leg.leg_type == "dca")
+    assert await factory.balance(split_wallet) == 750
+    assert (await factory.balance_of(operator, clients[0]["id"]))["remaining_balance"] == "100.00"
+    # Sweeping again finds nothing new.
+    assert await bitspire.sweep_all() == 0
+
+
+async def test_every_unpaid_amount_is_a_skipped_leg_with_its_reason(factory, super_user):
+    """No platform wallet, no split rules, no LPs: nothing silent, sats stay put."""
+    await factory.platform(super_user, "0.10", None)
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 100)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+    from satmachineadmin import crud
+
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "processed"
+    legs = await _legs(settlement.id)
+    reasons = {leg.leg_type: (leg.status, leg.amount_sats, leg.error) for leg in legs}
+    assert reasons["super_fee"][:2] == ("skipped", 10)
+    assert "no platform fee wallet" in reasons["super_fee"][2]
+    assert reasons["operator_split"][:2] == ("skipped", 90)
+    assert "no commission split rules" in reasons["operator_split"][2]
+    assert reasons["dca"][:2] == ("skipped", 1_500)
+    assert "no flow-mode LPs" in reasons["dca"][2]
+    assert sum(leg.amount_sats for leg in legs) == 1_600
+    assert await factory.balance(machine["wallet"]) == 1_600
+    await factory.platform(super_user, "0", None)
+
+
+async def test_fixed_mode_lps_are_left_out_of_flow_distribution(
+    factory, super_user, no_platform_fee
+):
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    flow_lp = await factory.lp()
+    fixed_lp = await factory.lp(mode="fixed", limit="10.00")
+    flow_client = await factory.enrol(operator, machine, flow_lp, deposit="50.00")
+    fixed_client = await factory.enrol(operator, machine, fixed_lp, deposit="500.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+
+    played = await factory.cash_out(machine, customer.wallet, "20.00", 3_000, 0)
+    await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+    assert await factory.balance(flow_lp.wallet) == 3_000
+    assert await factory.balance(fixed_lp.wallet) == 0
+    assert (await factory.balance_of(operator, flow_client["id"]))["remaining_balance"] == "30.00"
+    assert (await factory.balance_of(operator, fixed_client["id"]))["remaining_balance"] == "500.00"
