@@ -23,6 +23,10 @@ MAX_SATS = 2_100_000_000_000_000
 # settle, and the unique keys make reading one twice harmless.
 SWEEP_OVERLAP_SECONDS = 300
 
+SWEEP_PAGE = 1000
+
+last_sweep_at: Optional[int] = None
+
 
 class Rejection(ValueError):
     pass
@@ -205,7 +209,7 @@ async def sweep_machine(machine: Machine) -> int:
     """The safety net: every bitSpire payment of the wallet since the cursor, both
     directions (LNbits never dispatches outgoing payments to listeners)."""
     since = max(0, machine.sweep_cursor - SWEEP_OVERLAP_SECONDS)
-    payments = await get_payments(wallet_id=machine.wallet_id, complete=True, since=since)
+    payments = await _payments_since(machine.wallet_id, since)
     landed = 0
     newest = machine.sweep_cursor
     for payment in sorted(payments, key=lambda p: p.time):
@@ -222,7 +226,26 @@ async def sweep_machine(machine: Machine) -> int:
     return landed
 
 
+async def _payments_since(wallet_id: str, since: int) -> list[Payment]:
+    # LNbits pages its payment queries (at most 1,000 a page, newest first): read
+    # every page, or a burst of payments would advance the cursor past unread ones.
+    found: list[Payment] = []
+    while True:
+        page = await get_payments(
+            wallet_id=wallet_id,
+            complete=True,
+            since=since,
+            limit=SWEEP_PAGE,
+            offset=len(found),
+        )
+        found += page
+        if len(page) < SWEEP_PAGE:
+            return found
+
+
 async def sweep_all() -> int:
+    global last_sweep_at
+    last_sweep_at = crud.now()
     landed = 0
     for machine in await crud.list_active_machines():
         landed += await sweep_machine(machine)

@@ -640,7 +640,9 @@ async def list_settlements(
     return rows, int(total["n"])
 
 
-async def claim_settlement(settlement_id: str, token: str, lease_seconds: int) -> bool:
+async def claim_settlement(
+    settlement_id: str, token: str, lease_seconds: int, any_status: bool = False
+) -> bool:
     """Atomically take a settlement for processing.
 
     A single conditional UPDATE is the arbiter on SQLite and PostgreSQL alike: of two
@@ -655,11 +657,18 @@ async def claim_settlement(settlement_id: str, token: str, lease_seconds: int) -
             attempts = attempts + 1, updated_at = :now
         WHERE id = :id AND (
             status = 'pending'
-            OR (status = 'errored' AND next_attempt_at <= :now)
+            OR (status = 'errored' AND (next_attempt_at <= :now OR :any = 1))
+            OR (status = 'processed' AND :any = 1)
             OR (status = 'processing' AND claimed_until < :now)
         )
         """,
-        {"id": settlement_id, "token": token, "until": moment + lease_seconds, "now": moment},
+        {
+            "id": settlement_id,
+            "token": token,
+            "until": moment + lease_seconds,
+            "now": moment,
+            "any": 1 if any_status else 0,
+        },
     )
     return changed.rowcount == 1
 
@@ -988,3 +997,69 @@ async def make_errored_due(machine_id: str) -> int:
         {"machine": machine_id},
     )
     return result.rowcount
+
+
+async def rescale_settlement(
+    tx: Tx,
+    settlement_id: str,
+    *,
+    fiat_amount_minor: int,
+    principal_sats: int,
+    fee_sats: int,
+    platform_fee_sats: int,
+    operator_fee_sats: int,
+    wire_sats: int,
+    exchange_rate: Optional[str],
+) -> None:
+    await tx.execute(
+        """
+        UPDATE satmachineadmin.settlements
+        SET fiat_amount_minor = :fiat, principal_sats = :principal, fee_sats = :fee,
+            platform_fee_sats = :platform, operator_fee_sats = :operator,
+            wire_sats = :wire, exchange_rate = :rate, orphan_sats = 0,
+            orphan_fiat_minor = 0, plan_version = plan_version + 1, updated_at = :now
+        WHERE id = :id
+        """,
+        {
+            "id": settlement_id,
+            "fiat": fiat_amount_minor,
+            "principal": principal_sats,
+            "fee": fee_sats,
+            "platform": platform_fee_sats,
+            "operator": operator_fee_sats,
+            "wire": wire_sats,
+            "rate": exchange_rate,
+            "now": now(),
+        },
+    )
+
+
+async def settlement_status_counts(operator_user_id: str) -> dict[str, int]:
+    rows = await db.fetchall(
+        "SELECT status, COUNT(*) AS n FROM satmachineadmin.settlements "
+        "WHERE operator_user_id = :op GROUP BY status",
+        {"op": operator_user_id},
+    )
+    return {row["status"]: int(row["n"]) for row in rows}
+
+
+async def count_stuck_settlements(operator_user_id: str, older_than: int) -> int:
+    row = await db.fetchone(
+        "SELECT COUNT(*) AS n FROM satmachineadmin.settlements "
+        "WHERE operator_user_id = :op AND status IN ('pending', 'processing') "
+        "AND updated_at < :older",
+        {"op": operator_user_id, "older": older_than},
+    )
+    return int(row["n"])
+
+
+async def completed_principal_totals(client_id: str) -> tuple[int, int]:
+    """(fiat minor, sats) of an LP's completed principal legs: their cost basis."""
+    row = await db.fetchone(
+        "SELECT COALESCE(SUM(amount_fiat_minor), 0) AS fiat, "
+        "COALESCE(SUM(amount_sats), 0) AS sats FROM satmachineadmin.legs "
+        "WHERE client_id = :client AND status = 'completed' "
+        "AND leg_type IN ('dca', 'fixed', 'settlement')",
+        {"client": client_id},
+    )
+    return int(row["fiat"]), int(row["sats"])

@@ -80,7 +80,7 @@ async def land_settlement(
         super_fee_fraction=str(fraction),
         platform_fee_sats=commission.platform_fee_sats,
         operator_fee_sats=commission.operator_fee_sats,
-        exchange_rate=_rate_text(principal_sats, fiat_amount_minor, machine.fiat_currency),
+        exchange_rate=rate_text(principal_sats, fiat_amount_minor, machine.fiat_currency),
         estimated=estimated,
         raw_payload=json.dumps(raw_payload, default=str) if raw_payload else None,
         external_created_at=external_created_at,
@@ -133,7 +133,7 @@ async def land_rejected(
     return settlement
 
 
-def _rate_text(principal_sats: int, fiat_minor: int, currency: str) -> Optional[str]:
+def rate_text(principal_sats: int, fiat_minor: int, currency: str) -> Optional[str]:
     rate = exchange_rate(principal_sats, fiat_minor, currency)
     return None if rate is None else format(rate, "f")
 

@@ -6,11 +6,16 @@ class EngineCrash(BaseException):  # noqa: N818
     the rows are left exactly as a process killed at that point would leave them."""
 
 
-# Tests add checkpoint names here; each fires once.
-crash_points: set[str] = set()
+# Tests arm a checkpoint with the number of passes to let through before it fires;
+# it fires once and disarms.
+crash_points: dict[str, int] = {}
 
 
 def checkpoint(name: str) -> None:
-    if name in crash_points:
-        crash_points.discard(name)
-        raise EngineCrash(name)
+    if name not in crash_points:
+        return
+    if crash_points[name] > 0:
+        crash_points[name] -= 1
+        return
+    del crash_points[name]
+    raise EngineCrash(name)

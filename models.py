@@ -486,3 +486,142 @@ def balance_out(client: Client, currency: str) -> BalanceOut:
         total_sats=client.sats_received,
         cycle_complete=client.cycle_complete,
     )
+
+
+class LegOut(BaseModel):
+    id: str
+    settlement_id: Optional[str]
+    machine_id: str
+    leg_type: str
+    status: str
+    amount_sats: int
+    amount_fiat: Optional[str]
+    currency: Optional[str]
+    exchange_rate: Optional[str]
+    client_id: Optional[str]
+    destination: Optional[str]
+    destination_kind: Optional[str]
+    label: Optional[str]
+    memo: Optional[str]
+    payment_hash: Optional[str]
+    error: Optional[str]
+    attempts: int
+    created_at: Optional[str]
+    completed_at: Optional[str]
+
+
+class NoteOut(BaseModel):
+    id: str
+    author_user_id: str
+    note: str
+    created_at: Optional[str]
+
+
+class SettlementOut(BaseModel):
+    id: str
+    machine_id: str
+    source: str
+    external_id: str
+    tx_type: str
+    status: str
+    fiat_amount: str
+    currency: str
+    wire_sats: int
+    principal_sats: int
+    fee_sats: int
+    fee_fraction: Optional[str]
+    super_fee_fraction: str
+    platform_fee_sats: int
+    operator_fee_sats: int
+    exchange_rate: Optional[str]
+    orphan_sats: int
+    orphan_fiat: str
+    estimated: bool
+    payment_hash: Optional[str]
+    error: Optional[str]
+    attempts: int
+    next_attempt_at: Optional[str]
+    notes: list[NoteOut] = []
+    raw_payload: Optional[Any] = None
+    created_at: Optional[str]
+    processed_at: Optional[str]
+    legs: Optional[list[LegOut]] = None
+
+
+def leg_out(leg: Leg) -> LegOut:
+    return LegOut(
+        id=leg.id,
+        settlement_id=leg.settlement_id,
+        machine_id=leg.machine_id,
+        leg_type=leg.leg_type,
+        status=leg.status,
+        amount_sats=leg.amount_sats,
+        amount_fiat=(
+            format_fiat(leg.amount_fiat_minor, leg.currency)
+            if leg.amount_fiat_minor is not None and leg.currency
+            else None
+        ),
+        currency=leg.currency,
+        exchange_rate=leg.exchange_rate,
+        client_id=leg.client_id,
+        destination=leg.destination,
+        destination_kind=leg.destination_kind,
+        label=leg.label,
+        memo=leg.memo,
+        payment_hash=leg.payment_hash,
+        error=leg.error,
+        attempts=leg.attempts,
+        created_at=iso(leg.created_at),
+        completed_at=iso(leg.completed_at),
+    )
+
+
+def settlement_out(
+    settlement: Settlement,
+    notes: Optional[list[SettlementNote]] = None,
+    legs: Optional[list[Leg]] = None,
+    with_payload: bool = False,
+) -> SettlementOut:
+    payload = None
+    if with_payload and settlement.raw_payload:
+        try:
+            payload = json.loads(settlement.raw_payload)
+        except ValueError:
+            payload = settlement.raw_payload
+    return SettlementOut(
+        id=settlement.id,
+        machine_id=settlement.machine_id,
+        source=settlement.source,
+        external_id=settlement.external_id,
+        tx_type=settlement.tx_type,
+        status=settlement.status,
+        fiat_amount=format_fiat(settlement.fiat_amount_minor, settlement.currency),
+        currency=settlement.currency,
+        wire_sats=settlement.wire_sats,
+        principal_sats=settlement.principal_sats,
+        fee_sats=settlement.fee_sats,
+        fee_fraction=settlement.fee_fraction,
+        super_fee_fraction=settlement.super_fee_fraction,
+        platform_fee_sats=settlement.platform_fee_sats,
+        operator_fee_sats=settlement.operator_fee_sats,
+        exchange_rate=settlement.exchange_rate,
+        orphan_sats=settlement.orphan_sats,
+        orphan_fiat=format_fiat(settlement.orphan_fiat_minor, settlement.currency),
+        estimated=settlement.estimated,
+        payment_hash=settlement.payment_hash,
+        error=settlement.error,
+        attempts=settlement.attempts,
+        next_attempt_at=(
+            iso(settlement.next_attempt_at)
+            if settlement.status == "errored" and settlement.next_attempt_at
+            else None
+        ),
+        notes=[
+            NoteOut(id=n.id, author_user_id=n.author_user_id, note=n.note, created_at=iso(n.created_at))
+            for n in notes or []
+        ],
+        raw_payload=payload,
+        created_at=iso(settlement.created_at),
+        processed_at=iso(settlement.processed_at),
+        legs=[leg_out(leg) for leg in legs] if legs is not None else None,
+    )

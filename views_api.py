@@ -5,16 +5,21 @@ the admin key of any wallet they own (reads also an invoice key), the LP's the s
 their wallets, the super user's only a wallet of the LNbits super user.
 """
 
+import csv
+import io
+from datetime import datetime
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Optional
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from lnbits.core.models import WalletTypeInfo
 from lnbits.decorators import require_admin_key, require_invoice_key
 from lnbits.settings import settings
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, validator
 
-from . import crud, services
+from . import bitspire, corrections, crud, manual, services
+from .calculations import cost_basis_fiat_per_btc, format_fiat
 from .errors import Forbidden, NotFound
 from .models import (
     BalanceOut,
@@ -23,17 +28,26 @@ from .models import (
     CreateDeposit,
     CreateMachine,
     DepositOut,
+    LegOut,
+    LegStatus,
+    LegType,
     LpPreferencesOut,
     MachineOut,
     SetLpPreferences,
+    SettlementOut,
+    SettlementStatus,
+    TxType,
     UpdateClient,
     UpdateMachine,
     _Request,
     balance_out,
     deposit_out,
+    fiat_text,
     iso,
+    leg_out,
     lp_preferences_out,
     machine_out,
+    settlement_out,
 )
 from .routing import ExtensionRoute
 
@@ -332,3 +346,309 @@ async def api_get_splits(
             for r in rules
         ],
     )
+
+
+# ---------------------------------------------------------------- settlements
+
+
+class ManualSettlementIn(_Request):
+    machine_id: str = Field(..., min_length=1, max_length=64)
+    tx_type: TxType
+    external_id: str = Field(..., min_length=1, max_length=200)
+    fiat_amount: str
+    principal_sats: Optional[StrictInt] = None
+    fee_sats: StrictInt = 0
+    exchange_rate: Optional[str] = None
+    notes: Optional[str] = Field(None, max_length=2000)
+
+    _fiat = validator("fiat_amount", pre=True, allow_reuse=True)(fiat_text)
+    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+
+
+class PartialDispenseIn(_Request):
+    dispensed_fraction: Optional[str] = None
+    dispensed_fiat: Optional[str] = None
+
+    _fraction = validator("dispensed_fraction", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+    _fiat = validator("dispensed_fiat", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+
+
+class NoteIn(_Request):
+    note: str = Field(..., min_length=1, max_length=2000)
+
+
+def _epoch(value: Optional[datetime], field: str) -> Optional[int]:
+    return None if value is None else int(value.timestamp())
+
+
+@satmachineadmin_api_router.get("/settlements", response_model=list[SettlementOut])
+async def api_list_settlements(
+    response: Response,
+    machine_id: Optional[str] = Query(None, max_length=64),
+    status: Optional[SettlementStatus] = None,
+    tx_type: Optional[TxType] = None,
+    since: Optional[datetime] = None,
+    until: Optional[datetime] = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10_000_000),
+    operator: str = Depends(operator_reader),
+) -> list[SettlementOut]:
+    if machine_id:
+        await services.operator_machine(operator, machine_id)
+    rows, total = await crud.list_settlements(
+        operator,
+        machine_id=machine_id,
+        status=status,
+        tx_type=tx_type,
+        since=_epoch(since, "since"),
+        until=_epoch(until, "until"),
+        limit=limit,
+        offset=offset,
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return [settlement_out(row) for row in rows]
+
+
+@satmachineadmin_api_router.post(
+    "/settlements", status_code=HTTPStatus.CREATED, response_model=SettlementOut
+)
+async def api_manual_settlement(
+    data: ManualSettlementIn, operator: str = Depends(operator_writer)
+) -> SettlementOut:
+    rate = None
+    if data.exchange_rate is not None:
+        rate = Decimal(data.exchange_rate)
+    settlement = await manual.enter_settlement(
+        operator,
+        machine_id=data.machine_id,
+        tx_type=data.tx_type,
+        external_id=data.external_id,
+        fiat_amount=data.fiat_amount,
+        principal_sats=data.principal_sats,
+        fee_sats=data.fee_sats,
+        exchange_rate=rate,
+        notes=data.notes,
+    )
+    return settlement_out(settlement, await crud.list_notes(settlement.id))
+
+
+@satmachineadmin_api_router.get("/settlements/{settlement_id}", response_model=SettlementOut)
+async def api_get_settlement(
+    settlement_id: str, operator: str = Depends(operator_reader)
+) -> SettlementOut:
+    settlement = await corrections.operator_settlement(operator, settlement_id)
+    return settlement_out(
+        settlement,
+        await crud.list_notes(settlement.id),
+        await crud.list_settlement_legs(settlement.id),
+        with_payload=True,
+    )
+
+
+@satmachineadmin_api_router.post(
+    "/settlements/{settlement_id}/retry", response_model=SettlementOut
+)
+async def api_retry_settlement(
+    settlement_id: str, operator: str = Depends(operator_writer)
+) -> SettlementOut:
+    settlement = await corrections.retry(operator, settlement_id)
+    return settlement_out(settlement, await crud.list_notes(settlement.id))
+
+
+@satmachineadmin_api_router.post(
+    "/settlements/{settlement_id}/partial-dispense", response_model=SettlementOut
+)
+async def api_partial_dispense(
+    settlement_id: str, data: PartialDispenseIn, operator: str = Depends(operator_writer)
+) -> SettlementOut:
+    fraction = None if data.dispensed_fraction is None else Decimal(data.dispensed_fraction)
+    settlement = await corrections.partial_dispense(
+        operator, settlement_id, fraction, data.dispensed_fiat
+    )
+    return settlement_out(settlement, await crud.list_notes(settlement.id))
+
+
+@satmachineadmin_api_router.post(
+    "/settlements/{settlement_id}/notes",
+    status_code=HTTPStatus.CREATED,
+    response_model=SettlementOut,
+)
+async def api_add_note(
+    settlement_id: str, data: NoteIn, operator: str = Depends(operator_writer)
+) -> SettlementOut:
+    await corrections.add_operator_note(operator, settlement_id, data.note)
+    settlement = await corrections.operator_settlement(operator, settlement_id)
+    return settlement_out(settlement, await crud.list_notes(settlement.id))
+
+
+# ---------------------------------------------------------------- payments (legs)
+
+
+class LegFilters(BaseModel):
+    machine_id: Optional[str] = None
+    client_id: Optional[str] = None
+    leg_type: Optional[str] = None
+    status: Optional[str] = None
+    settlement_id: Optional[str] = None
+    since: Optional[int] = None
+    until: Optional[int] = None
+    limit: int = 500
+    offset: int = 0
+
+
+def leg_filters(
+    machine_id: Optional[str] = Query(None, max_length=64),
+    client_id: Optional[str] = Query(None, max_length=64),
+    leg_type: Optional[LegType] = None,
+    status: Optional[LegStatus] = None,
+    settlement_id: Optional[str] = Query(None, max_length=64),
+    since: Optional[datetime] = None,
+    until: Optional[datetime] = None,
+    limit: int = Query(500, ge=1, le=10_000),
+    offset: int = Query(0, ge=0, le=10_000_000),
+) -> LegFilters:
+    return LegFilters(
+        machine_id=machine_id,
+        client_id=client_id,
+        leg_type=leg_type,
+        status=status,
+        settlement_id=settlement_id,
+        since=_epoch(since, "since"),
+        until=_epoch(until, "until"),
+        limit=limit,
+        offset=offset,
+    )
+
+
+@satmachineadmin_api_router.get("/payments", response_model=list[LegOut])
+async def api_list_payments(
+    filters: LegFilters = Depends(leg_filters), operator: str = Depends(operator_reader)
+) -> list[LegOut]:
+    legs = await crud.list_legs(operator_user_id=operator, **filters.dict())
+    return [leg_out(leg) for leg in legs]
+
+
+CSV_COLUMNS = [
+    "created_at", "completed_at", "leg_id", "settlement_id", "machine_id", "client_id",
+    "leg_type", "status", "amount_sats", "amount_fiat", "currency",
+    "exchange_rate_sats_per_unit", "fiat_per_btc", "destination", "payment_hash", "error",
+]
+
+
+@satmachineadmin_api_router.get("/payments.csv")
+async def api_payments_csv(
+    filters: LegFilters = Depends(leg_filters), operator: str = Depends(operator_reader)
+) -> Response:
+    legs = await crud.list_legs(operator_user_id=operator, **filters.dict())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for leg in legs:
+        shown = leg_out(leg)
+        fiat_per_btc = None
+        if leg.amount_fiat_minor and leg.currency and leg.amount_sats:
+            fiat_per_btc = cost_basis_fiat_per_btc(
+                leg.amount_sats, leg.amount_fiat_minor, leg.currency
+            )
+        writer.writerow(
+            [
+                shown.created_at, shown.completed_at, leg.id, leg.settlement_id or "",
+                leg.machine_id, leg.client_id or "", leg.leg_type, leg.status,
+                leg.amount_sats, shown.amount_fiat or "", leg.currency or "",
+                leg.exchange_rate or "", fiat_per_btc if fiat_per_btc is not None else "",
+                leg.destination or "", leg.payment_hash or "", leg.error or "",
+            ]
+        )
+    return Response(
+        content=buffer.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="satmachine-payments.csv"'},
+    )
+
+
+# ---------------------------------------------------------------- health
+
+
+@satmachineadmin_api_router.get("/health")
+async def api_health(operator: str = Depends(operator_reader)) -> dict:
+    from lnbits.core.crud import get_wallet
+    from lnbits.task_manager import task_manager
+
+    machines = await crud.list_machines(operator)
+    needs = await crud.pending_needs_by_wallet()
+    machine_rows = []
+    for machine in machines:
+        wallet = await get_wallet(machine.wallet_id)
+        balance = wallet.balance_msat // 1000 if wallet else 0
+        need = needs.get(machine.wallet_id, 0)
+        machine_rows.append(
+            {
+                "machine_id": machine.id,
+                "name": machine.name,
+                "status": machine.status,
+                "float_sats": balance,
+                "pending_legs_need_sats": need,
+                "float_short_by_sats": max(0, need - balance),
+            }
+        )
+    counts = await crud.settlement_status_counts(operator)
+    stuck = await crud.count_stuck_settlements(operator, crud.now() - 600)
+    return {
+        "listener_alive": task_manager.get_task("ext_satmachineadmin_invoice_listener")
+        is not None,
+        "engine_alive": task_manager.get_task("satmachineadmin_engine") is not None,
+        "sweep_alive": task_manager.get_task("satmachineadmin_sweep") is not None,
+        "last_sweep_at": iso(bitspire.last_sweep_at) if bitspire.last_sweep_at else None,
+        "settlements": counts,
+        "errored": counts.get("errored", 0),
+        "stuck": stuck,
+        "machines": machine_rows,
+    }
+
+
+# ---------------------------------------------------------------- LP views
+
+
+@satmachineadmin_api_router.get("/lp/summary")
+async def api_lp_summary(user: str = Depends(operator_reader)) -> list[dict]:
+    rows = []
+    for client in await crud.list_user_clients(user):
+        machine = await crud.get_machine(client.machine_id)
+        if not machine:
+            continue
+        paid_fiat, paid_sats = await crud.completed_principal_totals(client.id)
+        basis = cost_basis_fiat_per_btc(paid_sats, paid_fiat, machine.fiat_currency)
+        rows.append(
+            {
+                "client_id": client.id,
+                "machine_id": machine.id,
+                "machine_name": machine.name,
+                "currency": machine.fiat_currency,
+                "status": client.status,
+                "total_deposits": format_fiat(client.deposits_minor, machine.fiat_currency),
+                "remaining_balance": format_fiat(client.remaining_minor, machine.fiat_currency),
+                "total_converted": format_fiat(paid_fiat, machine.fiat_currency),
+                "sats_received": paid_sats,
+                "average_cost_basis_fiat_per_btc": (
+                    format(basis, "f") if basis is not None else None
+                ),
+                "cycle_complete": client.cycle_complete,
+            }
+        )
+    return rows
+
+
+@satmachineadmin_api_router.get("/lp/payments", response_model=list[LegOut])
+async def api_lp_payments(
+    limit: int = Query(500, ge=1, le=10_000),
+    offset: int = Query(0, ge=0, le=10_000_000),
+    user: str = Depends(operator_reader),
+) -> list[LegOut]:
+    legs = await crud.list_legs(user_id=user, limit=limit, offset=offset)
+    return [leg_out(leg) for leg in legs]

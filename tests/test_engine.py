@@ -209,3 +209,41 @@ async def test_fixed_mode_lps_are_left_out_of_flow_distribution(
     assert await factory.balance(fixed_lp.wallet) == 0
     assert (await factory.balance_of(operator, flow_client["id"]))["remaining_balance"] == "30.00"
     assert (await factory.balance_of(operator, fixed_client["id"]))["remaining_balance"] == "500.00"
+
+
+async def test_sweep_catches_every_payment_missed_while_down(factory, super_user, no_platform_fee):
+    """More cash-outs than one LNbits page while the listener was not running."""
+    from lnbits.core.services import create_invoice, pay_invoice
+
+    from satmachineadmin import bitspire, crud
+
+    operator, machine, lps, clients = await _machine_with_lps(factory, ["1000.00"])
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000_000)
+    hashes = []
+    for _ in range(25):
+        extra = factory.bitspire_extra(machine, "cash_out", "1.00", 150, 0)
+        # Tagged so the listener ignores them: the process "was down" when they came.
+        extra["source"] = "bitspire-offline"
+        invoice = await create_invoice(
+            wallet_id=machine["wallet"].id, amount=150, memo="x", extra=extra, internal=True
+        )
+        await pay_invoice(wallet_id=customer.wallet.id, payment_request=invoice.bolt11)
+        hashes.append(invoice.payment_hash)
+    await crud.db.execute(
+        "UPDATE satmachineadmin.machines SET sweep_cursor = 0 WHERE id = :id", {"id": machine["id"]}
+    )
+    # Restore the marker in LNbits' own records, as the machine would have sent it.
+    from lnbits.core.db import db as core_db
+
+    for payment_hash in hashes:
+        await core_db.execute(
+            "UPDATE apipayments SET extra = REPLACE(extra, 'bitspire-offline', 'bitspire') "
+            "WHERE payment_hash = :h",
+            {"h": payment_hash},
+        )
+    assert await bitspire.sweep_all() == 25
+    assert all([await factory.settlement_of(h, timeout=0) for h in hashes])
+    assert await bitspire.sweep_all() == 0
+    await factory.run_engine()
+    assert await factory.balance(lps[0].wallet) == 25 * 150

@@ -1,0 +1,155 @@
+"""Corrections of a settlement: retry, partial dispense, notes (product.md flow 6).
+
+Each change leaves an audit row. Completed legs are never paid again: retry only
+re-opens what failed, and a partial dispense is refused once any leg has been paid.
+"""
+
+from decimal import Decimal
+from typing import Optional
+
+from . import crud
+from .calculations import (
+    FiatError,
+    dispensed_fiat_from_fraction,
+    format_fiat,
+    parse_fiat,
+    rescale_partial_dispense,
+)
+from .distribution import LEASE_SECONDS, rate_text, wake_engine
+from .errors import BadInput, Conflict, NotFound, Refused
+from .models import Settlement, SettlementNote
+
+
+async def operator_settlement(operator_user_id: str, settlement_id: str) -> Settlement:
+    settlement = await crud.get_operator_settlement(operator_user_id, settlement_id)
+    if not settlement:
+        raise NotFound(f"settlement {settlement_id} not found")
+    return settlement
+
+
+async def append_note(author_user_id: str, settlement_id: str, note: str) -> SettlementNote:
+    text = note.strip()
+    if not text:
+        raise BadInput("note: must not be empty")
+    entry = SettlementNote(
+        id=crud.new_id(),
+        settlement_id=settlement_id,
+        author_user_id=author_user_id,
+        note=text[:2000],
+        created_at=crud.now(),
+    )
+    async with crud.transaction() as tx:
+        await crud.insert_note(tx, entry)
+    return entry
+
+
+async def add_operator_note(
+    operator_user_id: str, settlement_id: str, note: str
+) -> SettlementNote:
+    settlement = await operator_settlement(operator_user_id, settlement_id)
+    entry = await append_note(operator_user_id, settlement.id, note)
+    async with crud.transaction() as tx:
+        await crud.add_audit(
+            tx, operator_user_id, operator_user_id, "settlement.note", "settlement",
+            settlement.id, {"note_id": entry.id},
+        )
+    return entry
+
+
+async def retry(operator_user_id: str, settlement_id: str) -> Settlement:
+    settlement = await operator_settlement(operator_user_id, settlement_id)
+    if settlement.status != "errored":
+        raise Conflict(f"settlement is {settlement.status}; only an errored one can be retried")
+    async with crud.transaction() as tx:
+        if not await crud.set_settlement_status(tx, settlement.id, ["errored"], "pending"):
+            raise Conflict("settlement changed meanwhile; reload and try again")
+        await crud.add_audit(
+            tx, operator_user_id, operator_user_id, "settlement.retry", "settlement", settlement.id
+        )
+    wake_engine()
+    refreshed = await crud.get_settlement(settlement.id)
+    assert refreshed
+    return refreshed
+
+
+async def partial_dispense(
+    operator_user_id: str,
+    settlement_id: str,
+    dispensed_fraction: Optional[Decimal],
+    dispensed_fiat: Optional[str],
+) -> Settlement:
+    settlement = await operator_settlement(operator_user_id, settlement_id)
+    if (dispensed_fraction is None) == (dispensed_fiat is None):
+        raise BadInput("give exactly one of dispensed_fraction or dispensed_fiat")
+    if settlement.status == "rejected":
+        raise Conflict("a rejected settlement pays nothing and cannot be rescaled")
+    if dispensed_fraction is not None:
+        if not dispensed_fraction.is_finite() or not 0 < dispensed_fraction <= 1:
+            raise BadInput("dispensed_fraction: must be greater than 0 and at most 1")
+        dispensed_minor = dispensed_fiat_from_fraction(
+            settlement.fiat_amount_minor, dispensed_fraction
+        )
+    else:
+        try:
+            dispensed_minor = parse_fiat(dispensed_fiat or "", settlement.currency)
+        except FiatError as exc:
+            raise BadInput(f"dispensed_fiat: {exc}") from None
+    if not 0 < dispensed_minor <= settlement.fiat_amount_minor:
+        raise BadInput(
+            "the dispensed amount must be above zero and at most the settlement's "
+            f"{format_fiat(settlement.fiat_amount_minor, settlement.currency)} "
+            f"{settlement.currency}"
+        )
+    # Take the settlement the way a worker does, so no engine pays it meanwhile.
+    token = crud.new_id()
+    if not await crud.claim_settlement(settlement.id, token, LEASE_SECONDS, any_status=True):
+        raise Conflict("the settlement is being processed right now; try again shortly")
+    try:
+        if await crud.count_completed_legs(settlement.id):
+            raise Refused(
+                "a leg of this settlement has already been paid; Lightning payments "
+                "cannot be clawed back, so it can no longer be rescaled"
+            )
+        rescaled = rescale_partial_dispense(
+            settlement.fiat_amount_minor,
+            settlement.principal_sats,
+            settlement.fee_sats,
+            settlement.platform_fee_sats,
+            dispensed_minor,
+        )
+        memo = (
+            f"partial dispense: {format_fiat(dispensed_minor, settlement.currency)} of "
+            f"{format_fiat(settlement.fiat_amount_minor, settlement.currency)} "
+            f"{settlement.currency} dispensed; principal {settlement.principal_sats} -> "
+            f"{rescaled.principal_sats} sats, fee {settlement.fee_sats} -> "
+            f"{rescaled.fee_sats} sats (platform {settlement.platform_fee_sats} -> "
+            f"{rescaled.platform_fee_sats})"
+        )
+        async with crud.transaction() as tx:
+            await crud.void_open_legs(tx, settlement.id)
+            await crud.rescale_settlement(
+                tx,
+                settlement.id,
+                fiat_amount_minor=rescaled.fiat_minor,
+                principal_sats=rescaled.principal_sats,
+                fee_sats=rescaled.fee_sats,
+                platform_fee_sats=rescaled.platform_fee_sats,
+                operator_fee_sats=rescaled.operator_fee_sats,
+                wire_sats=rescaled.wire_sats,
+                exchange_rate=rate_text(rescaled.principal_sats, rescaled.fiat_minor, settlement.currency),
+            )
+            await crud.add_audit(
+                tx, operator_user_id, operator_user_id, "settlement.partial_dispense",
+                "settlement", settlement.id, {"memo": memo},
+            )
+    except BaseException:
+        await crud.finish_settlement(
+            settlement.id, token, settlement.status, settlement.error, settlement.next_attempt_at
+        )
+        raise
+    await append_note(operator_user_id, settlement.id, memo)
+    await crud.finish_settlement(settlement.id, token, "pending", None)
+    wake_engine()
+    refreshed = await crud.get_settlement(settlement.id)
+    assert refreshed
+    return refreshed

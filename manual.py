@@ -1,0 +1,80 @@
+"""Manual entry: a transaction the operator settled outside the machine
+(spec/sources.md part 3). It lands like any other settlement, same uniqueness."""
+
+from decimal import Decimal
+from typing import Optional
+
+from . import crud
+from .calculations import FiatError, fiat_to_sats, parse_fiat
+from .distribution import land_settlement
+from .errors import BadInput, Conflict, NotFound
+from .models import Settlement
+
+MAX_SATS = 2_100_000_000_000_000
+
+
+async def enter_settlement(
+    operator_user_id: str,
+    *,
+    machine_id: str,
+    tx_type: str,
+    external_id: str,
+    fiat_amount: str,
+    principal_sats: Optional[int],
+    fee_sats: int,
+    exchange_rate: Optional[Decimal],
+    notes: Optional[str],
+) -> Settlement:
+    machine = await crud.get_operator_machine(operator_user_id, machine_id)
+    if not machine:
+        raise NotFound(f"machine {machine_id} not found")
+    try:
+        fiat_minor = parse_fiat(fiat_amount, machine.fiat_currency)
+    except FiatError as exc:
+        raise BadInput(f"fiat_amount: {exc}") from None
+    if fiat_minor <= 0:
+        raise BadInput("fiat_amount: must be greater than zero")
+    if principal_sats is None:
+        if exchange_rate is None:
+            raise BadInput("principal_sats or exchange_rate is required")
+        if exchange_rate <= 0:
+            raise BadInput("exchange_rate: must be greater than zero")
+        principal_sats = fiat_to_sats(fiat_minor, exchange_rate, machine.fiat_currency)
+    if principal_sats <= 0 or principal_sats > MAX_SATS:
+        raise BadInput("principal_sats: must be between 1 and 21 million BTC in sats")
+    if fee_sats < 0 or fee_sats > MAX_SATS:
+        raise BadInput("fee_sats: must not be negative")
+    if tx_type == "cash_in" and fee_sats > principal_sats:
+        raise BadInput("fee_sats: a cash-in fee cannot exceed its principal")
+    wire = principal_sats + fee_sats if tx_type == "cash_out" else principal_sats - fee_sats
+    if await crud.find_settlement(machine.id, "manual", external_id):
+        raise Conflict(f"a manual settlement with reference {external_id} already exists")
+    landed = await land_settlement(
+        machine=machine,
+        source="manual",
+        external_id=external_id,
+        tx_type=tx_type,
+        fiat_amount_minor=fiat_minor,
+        principal_sats=principal_sats,
+        fee_sats=fee_sats,
+        wire_sats=wire,
+        raw_payload={"entered_by": operator_user_id, "notes": notes},
+    )
+    if landed is None:
+        raise Conflict(f"a manual settlement with reference {external_id} already exists")
+    if notes:
+        from .corrections import append_note
+
+        await append_note(operator_user_id, landed.id, notes)
+    async with crud.transaction() as tx:
+        await crud.add_audit(
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "settlement.manual",
+            "settlement",
+            landed.id,
+            {"external_id": external_id, "fiat_minor": fiat_minor,
+             "principal_sats": principal_sats, "fee_sats": fee_sats},
+        )
+    return landed

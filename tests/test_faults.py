@@ -1,0 +1,157 @@
+"""Crash the engine between every step and restart it: every leg ends paid exactly
+once, and the wallets balance to the sat."""
+
+import asyncio
+
+import pytest
+
+CHECKPOINTS = [
+    ("after_claim", 0),
+    ("after_plan", 0),
+    ("after_invoice", 0),
+    ("after_invoice", 2),
+    ("after_payment", 0),
+    ("after_payment", 3),
+]
+
+
+async def _setup(factory, super_user, lps=3):
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    fee_wallet = await factory.wallet(super_user, "fees")
+    await factory.platform(super_user, "0.30", fee_wallet)
+    split = await factory.wallet(operator, "commission")
+    await factory.splits(operator, [{"target": split.id, "percent": "100"}], machine["id"])
+    wallets = []
+    for i in range(lps):
+        lp = await factory.lp()
+        await factory.enrol(operator, machine, lp, deposit=f"{100 + i}.00")
+        wallets.append(lp.wallet)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 10_000_000)
+    return operator, machine, fee_wallet, split, wallets, customer
+
+
+async def _outgoing_payments(wallet_id):
+    from lnbits.core.crud import get_payments
+
+    return [p for p in await get_payments(wallet_id=wallet_id, outgoing=True, limit=10_000) if p.success]
+
+
+async def _restart():
+    """What a new process does: leases of the dead one run out, then reconcile first."""
+    from satmachineadmin import crud, distribution
+
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET claimed_until = 0 WHERE status = 'processing'"
+    )
+    await distribution.reconcile_open_legs()
+    await distribution.run_due_settlements()
+
+
+@pytest.mark.parametrize("point,skips", CHECKPOINTS)
+async def test_crash_at_each_step_then_restart_pays_each_leg_once(
+    factory, super_user, point, skips
+):
+    from satmachineadmin import crud, distribution
+    from satmachineadmin.faults import EngineCrash, crash_points
+
+    operator, machine, fee_wallet, split, lp_wallets, customer = await _setup(factory, super_user)
+    fee_before = await factory.balance(fee_wallet)
+    played = await factory.cash_out(machine, customer.wallet, "30.00", 4_500, 200)
+    settlement = await factory.settlement_of(played["payment_hash"])
+
+    crash_points[point] = skips
+    with pytest.raises(EngineCrash):
+        await distribution.run_due_settlements()
+    assert point not in crash_points
+    # The dead process's claim blocks everyone else until its lease runs out.
+    assert await distribution.run_due_settlements() == 0
+
+    await _restart()
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "processed", settlement.error
+    legs = await crud.list_settlement_legs(settlement.id)
+    payable = [leg for leg in legs if leg.amount_sats > 0]
+    assert all(leg.status == "completed" for leg in payable)
+    # Exactly one LNbits payment out of the machine wallet per leg, no more.
+    outgoing = await _outgoing_payments(machine["wallet"].id)
+    assert sorted(p.payment_hash for p in outgoing) == sorted(leg.payment_hash for leg in payable)
+    # Conservation: everything that arrived went out as legs, to the sat.
+    assert await factory.balance(machine["wallet"]) == 0
+    assert sum(leg.amount_sats for leg in payable) == 4_700
+    assert await factory.balance(fee_wallet) - fee_before == 60
+    assert await factory.balance(split) == 140
+    assert sum([await factory.balance(w) for w in lp_wallets]) == 4_500
+    # Restarting again changes nothing.
+    await _restart()
+    assert len(await _outgoing_payments(machine["wallet"].id)) == len(payable)
+    await factory.platform(super_user, "0", None)
+
+
+async def test_two_engines_racing_pay_each_leg_once(factory, super_user):
+    from satmachineadmin import crud, distribution
+
+    operator, machine, fee_wallet, split, lp_wallets, customer = await _setup(factory, super_user, lps=5)
+    hashes = []
+    for i in range(6):
+        played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 100 + i)
+        hashes.append(played["payment_hash"])
+    settlements = [await factory.settlement_of(h) for h in hashes]
+
+    results = await asyncio.gather(*(distribution.run_due_settlements() for _ in range(4)))
+    assert sum(results) == 6  # each settlement processed by exactly one engine
+    for settlement in settlements:
+        refreshed = await crud.get_settlement(settlement.id)
+        assert refreshed.status == "processed"
+    legs = [leg for s in settlements for leg in await crud.list_settlement_legs(s.id)]
+    payable = [leg for leg in legs if leg.amount_sats > 0]
+    outgoing = await _outgoing_payments(machine["wallet"].id)
+    assert len(outgoing) == len(payable)
+    assert len({leg.idempotency_key for leg in legs}) == len(legs)
+    assert await factory.balance(machine["wallet"]) == 0
+    await factory.platform(super_user, "0", None)
+
+
+async def test_insufficient_float_waits_then_pays_after_top_up(factory, super_user):
+    """A cash-in's commission is paid from the float: an empty float waits, errored
+    with what it needs, and is retried once the operator tops the float up."""
+    from satmachineadmin import crud, distribution, tasks
+
+    await factory.platform(super_user, "0", None)
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    split = await factory.wallet(operator, "commission")
+    await factory.splits(operator, [{"target": split.id, "percent": "100"}], machine["id"])
+    await factory.fund(machine["wallet"], 1_000)
+    customer = await factory.user()
+    played = await factory.cash_in(machine, customer.wallet, "10.00", 1_500, 500)
+    from satmachineadmin import bitspire
+
+    await bitspire.sweep_all()
+    settlement = await factory.settlement_of(played["payment_hash"])
+    # The float paid the customer 1,000 and has nothing left for the 500 commission.
+    assert await factory.balance(machine["wallet"]) == 0
+    await distribution.run_due_settlements()
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "errored"
+    assert settlement.error == "insufficient float: need 500 sats"
+    assert settlement.next_attempt_at > crud.now()
+    # Not due yet: nothing happens.
+    assert await distribution.run_due_settlements() == 0
+
+    # The operator tops up; LNbits tells the listener; the settlement becomes due.
+    await factory.fund(machine["wallet"], 700)
+    from lnbits.core.crud import get_payments
+
+    top_up = (await get_payments(wallet_id=machine["wallet"].id, incoming=True))[0]
+    await tasks.on_invoice_paid(top_up)
+    await asyncio.sleep(0.1)
+    await distribution.run_due_settlements()
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "processed"
+    assert await factory.balance(split) == 500
+    assert await factory.balance(machine["wallet"]) == 200
+    legs = await crud.list_settlement_legs(settlement.id)
+    commission = [leg for leg in legs if leg.leg_type == "operator_split"]
+    assert len(commission) == 1 and commission[0].attempts == 2
