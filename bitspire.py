@@ -105,7 +105,7 @@ def validate(machine: Machine, payment: Payment) -> dict[str, Any]:
             raise Rejection("cash_in stamped on an inbound payment: direction and type disagree")
     if abs(amount_msat) != wire * 1000:
         raise Rejection(
-            f"the payment carried {abs(amount_msat) / 1000:g} sats but the payload claims "
+            f"the payment carried {Decimal(abs(amount_msat)) / 1000} sats but the payload claims "
             f"wire_sats {wire}"
         )
 
@@ -113,7 +113,11 @@ def validate(machine: Machine, payment: Payment) -> dict[str, Any]:
     if rate_value is not None:
         rate = _decimal_field(extra, "exchange_rate")
         fiat_units = Decimal(fiat_minor) / Decimal(10) ** currency_decimals(machine.fiat_currency)
-        if abs(fiat_units * rate - principal) > 1:
+        try:
+            disagrees = abs(fiat_units * rate - principal) > 1
+        except ArithmeticError:  # an exponent Decimal cannot multiply: 1E+999999
+            disagrees = True
+        if disagrees:
             raise Rejection(
                 f"exchange_rate {rate} disagrees with principal_sats / fiat_amount "
                 f"by more than 1 sat"

@@ -8,10 +8,11 @@ All SQL uses named parameters; the only interpolated text is fixed column lists.
 """
 
 import json
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Optional, TypeVar
 
 from lnbits.db import Connection, insert_query, model_to_dict
@@ -57,7 +58,7 @@ def new_id() -> str:
         ms = _last_id_ms
     else:
         _last_id_ms, _id_counter = ms, 0
-    return f"{ms:012x}{_id_counter & 0xFFFF:04x}{uuid.uuid4().hex[:16]}"
+    return f"{ms:012x}{_id_counter & 0xFFFF:04x}{os.urandom(8).hex()}"
 
 
 class Tx:
@@ -72,6 +73,12 @@ class Tx:
             self.conn.rewrite_values(values or {}),
         )
         return result.rowcount
+
+    async def execute_many(self, sql: str, rows: Sequence[dict]) -> None:
+        await self.conn.conn.execute(
+            text(self.conn.rewrite_query(sql)),
+            [self.conn.rewrite_values(row) for row in rows],
+        )
 
     async def insert(self, table: str, model: BaseModel) -> None:
         await self.execute(insert_query(table, model), model_to_dict(model))
@@ -321,27 +328,38 @@ async def update_client_fields(
     )
 
 
-class ClientWithPrefs(BaseModel):
-    """An enrolment joined with the LP's preferences: what the engine plans with."""
+@dataclass(frozen=True)
+class ClientWithPrefs:
+    """An enrolment joined with the LP's preferences: what the engine plans with.
+
+    A plain dataclass, not a pydantic model: planning reads every LP of a machine
+    per settlement, and validating rows we wrote ourselves would dominate its cost.
+    """
 
     id: str
     machine_id: str
     user_id: str
-    username: Optional[str] = None
+    username: Optional[str]
     status: str
     deposits_minor: int
     reserved_minor: int
     sats_received: int
     created_at: int
-    wallet_id: Optional[str] = None
-    dca_mode: Optional[str] = None
-    fixed_mode_daily_limit: Optional[str] = None
-    autoforward_enabled: bool = False
-    autoforward_ln_address: Optional[str] = None
+    wallet_id: Optional[str]
+    dca_mode: Optional[str]
+    fixed_mode_daily_limit: Optional[str]
+    autoforward_enabled: bool
+    autoforward_ln_address: Optional[str]
 
     @property
     def remaining_minor(self) -> int:
         return max(0, self.deposits_minor - self.reserved_minor)
+
+    @classmethod
+    def from_row(cls, row: Any) -> "ClientWithPrefs":
+        values = dict(row)
+        values["autoforward_enabled"] = bool(values.get("autoforward_enabled"))
+        return cls(**values)
 
 
 _CLIENT_WITH_PREFS = """
@@ -358,8 +376,10 @@ async def list_machine_clients_with_prefs(
 ) -> list[ClientWithPrefs]:
     sql = _CLIENT_WITH_PREFS + " WHERE c.machine_id = :machine ORDER BY c.created_at, c.id"
     if tx:
-        return await tx.fetchall(sql, {"machine": machine_id}, ClientWithPrefs)
-    return await db.fetchall(sql, {"machine": machine_id}, ClientWithPrefs)
+        rows = await tx.fetchall(sql, {"machine": machine_id})
+    else:
+        rows = await db.fetchall(sql, {"machine": machine_id})
+    return [ClientWithPrefs.from_row(row) for row in rows]
 
 
 async def list_operator_clients_with_prefs(
@@ -370,20 +390,40 @@ async def list_operator_clients_with_prefs(
     if machine_id:
         where += " AND c.machine_id = :machine"
         values["machine"] = machine_id
-    return await db.fetchall(
-        _CLIENT_WITH_PREFS + where + " ORDER BY c.created_at, c.id",
-        values,
-        ClientWithPrefs,
-    )
+    rows = await db.fetchall(_CLIENT_WITH_PREFS + where + " ORDER BY c.created_at, c.id", values)
+    return [ClientWithPrefs.from_row(row) for row in rows]
 
 
 async def get_client_with_prefs(
     client_id: str, tx: Optional[Tx] = None
 ) -> Optional[ClientWithPrefs]:
     sql = _CLIENT_WITH_PREFS + " WHERE c.id = :id"
-    if tx:
-        return await tx.fetchone(sql, {"id": client_id}, ClientWithPrefs)
-    return await db.fetchone(sql, {"id": client_id}, ClientWithPrefs)
+    row = await (tx.fetchone(sql, {"id": client_id}) if tx else db.fetchone(sql, {"id": client_id}))
+    return ClientWithPrefs.from_row(row) if row else None
+
+
+_ADD_CLIENT_TOTALS = """
+    UPDATE satmachineadmin.clients
+    SET deposits_minor = deposits_minor + :deposits,
+        reserved_minor = reserved_minor + :reserved,
+        sats_received = sats_received + :sats,
+        cycle_complete = CASE
+            WHEN deposits_minor + :deposits > 0
+                 AND deposits_minor + :deposits <= reserved_minor + :reserved
+            THEN TRUE ELSE FALSE END,
+        updated_at = :now
+    WHERE id = :id
+"""
+
+
+def _totals(client_id: str, deposits: int = 0, reserved: int = 0, sats: int = 0) -> dict:
+    return {
+        "id": client_id,
+        "deposits": deposits,
+        "reserved": reserved,
+        "sats": sats,
+        "now": now(),
+    }
 
 
 async def add_client_totals(
@@ -394,25 +434,8 @@ async def add_client_totals(
     sats_received: int = 0,
 ) -> None:
     await tx.execute(
-        """
-        UPDATE satmachineadmin.clients
-        SET deposits_minor = deposits_minor + :deposits,
-            reserved_minor = reserved_minor + :reserved,
-            sats_received = sats_received + :sats,
-            cycle_complete = CASE
-                WHEN deposits_minor + :deposits > 0
-                     AND deposits_minor + :deposits <= reserved_minor + :reserved
-                THEN TRUE ELSE FALSE END,
-            updated_at = :now
-        WHERE id = :id
-        """,
-        {
-            "id": client_id,
-            "deposits": deposits_minor,
-            "reserved": reserved_minor,
-            "sats": sats_received,
-            "now": now(),
-        },
+        _ADD_CLIENT_TOTALS,
+        _totals(client_id, deposits_minor, reserved_minor, sats_received),
     )
 
 
@@ -804,6 +827,23 @@ async def insert_leg(tx: Tx, leg: Leg) -> bool:
     if leg.client_id and (reserved or sats):
         await add_client_totals(tx, leg.client_id, reserved_minor=reserved, sats_received=sats)
     return True
+
+
+async def insert_plan(tx: Tx, legs: Sequence[Leg]) -> None:
+    """Write a whole plan in two batched statements: its legs, and the balance they
+    reserve. The unique idempotency key makes a replayed plan fail as a whole."""
+    if not legs:
+        return
+    await tx.execute_many(
+        insert_query("satmachineadmin.legs", legs[0]), [model_to_dict(leg) for leg in legs]
+    )
+    totals = [
+        _totals(leg.client_id, reserved=_reserves(leg, leg.status), sats=_received(leg, leg.status))
+        for leg in legs
+        if leg.client_id and (_reserves(leg, leg.status) or _received(leg, leg.status))
+    ]
+    if totals:
+        await tx.execute_many(_ADD_CLIENT_TOTALS, totals)
 
 
 async def get_leg(leg_id: str, tx: Optional[Tx] = None) -> Optional[Leg]:

@@ -26,7 +26,7 @@ def describe_validation_errors(errors: list[dict]) -> str:
             message = "is required"
         elif error.get("type") == "value_error.extra":
             message = "is not a known field"
-        elif error.get("type") == "value_error.jsondecode":
+        elif error.get("type") in ("value_error.jsondecode", "json_invalid"):
             field, message = "body", "is not valid JSON"
         parts.append(f"{field}: {message}")
     return "; ".join(parts) or "invalid request"
@@ -37,6 +37,15 @@ class ExtensionRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def checked_handler(request: Request) -> Response:
+            # PostgreSQL refuses NUL in text: an id or filter holding one was a 500.
+            texts = [v for v in request.path_params.values() if isinstance(v, str)]
+            for key, value in request.query_params.multi_items():
+                texts += [key, value]
+            if any("\x00" in text for text in texts):
+                raise HTTPException(
+                    status_code=HTTPStatus.BAD_REQUEST,
+                    detail="ids and query parameters must not contain NUL characters",
+                )
             try:
                 return await handler(request)
             except RequestValidationError as exc:

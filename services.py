@@ -103,14 +103,14 @@ async def update_machine(
 ) -> Machine:
     machine = await operator_machine(operator_user_id, machine_id)
     changes = data.dict(exclude_unset=True)
+    for required in ("name", "wallet_id", "fiat_currency", "status"):
+        if required in changes and changes[required] is None:
+            raise BadInput(f"{required}: may not be null")
     if "wallet_id" in changes and changes["wallet_id"] != machine.wallet_id:
         await owned_wallet(operator_user_id, changes["wallet_id"])
         other = await crud.get_machine_by_wallet(changes["wallet_id"])
         if other and other.id != machine.id:
             raise Conflict(f"wallet {changes['wallet_id']} already belongs to a machine")
-    for required in ("name", "wallet_id", "fiat_currency", "status"):
-        if required in changes and changes[required] is None:
-            raise BadInput(f"{required}: may not be null")
     if (
         "fiat_currency" in changes
         and changes["fiat_currency"] != machine.fiat_currency
@@ -327,6 +327,12 @@ async def resolve_split_target(target: str) -> tuple[str, str]:
         return "lps", "lps"
     lowered = target.lower()
     if lowered.startswith("lnurl1") or lowered.startswith("lightning:lnurl1"):
+        from lnurl import decode as decode_lnurl
+
+        try:
+            decode_lnurl(lowered.removeprefix("lightning:"))
+        except Exception:  # any undecodable text is bad input
+            raise BadInput(f"target {target}: not a valid LNURL") from None
         return "lnurl", lowered.removeprefix("lightning:")
     if "@" in target:
         from .models import LN_ADDRESS
@@ -356,9 +362,15 @@ async def set_commission_rules(
     percents: list[Decimal] = []
     for position, leg in enumerate(legs):
         try:
-            percents.append(Decimal(str(leg["percent"])))
+            percent = Decimal(str(leg["percent"]).strip())
         except (InvalidOperation, KeyError):
             raise BadInput(f"legs[{position}].percent: must be a decimal") from None
+        # Bounded before any exact arithmetic: "1e999999999" would take minutes.
+        if not percent.is_finite() or not 0 < percent <= 100:
+            raise BadInput(f"legs[{position}].percent: must be > 0 and at most 100")
+        if percent.normalize().as_tuple().exponent < -4:  # type: ignore[operator]
+            raise BadInput(f"legs[{position}].percent: at most 4 decimal places")
+        percents.append(percent)
     if legs:
         try:
             validate_percents(percents)

