@@ -1103,3 +1103,85 @@ async def completed_principal_totals(client_id: str) -> tuple[int, int]:
         {"client": client_id},
     )
     return int(row["fiat"]), int(row["sats"])
+
+
+async def claim_leg(leg_id: str, lease_seconds: int) -> bool:
+    """Take a leg that no settlement claim covers (fixed, balance settlement) for
+    paying: of two schedulers or a scheduler and a manual run, one wins."""
+    moment = now()
+    result = await db.execute(
+        "UPDATE satmachineadmin.legs SET claimed_until = :until "
+        "WHERE id = :id AND status IN ('pending', 'failed') "
+        "AND (claimed_until IS NULL OR claimed_until < :now)",
+        {"id": leg_id, "until": moment + lease_seconds, "now": moment},
+    )
+    return result.rowcount == 1
+
+
+async def release_leg(leg_id: str) -> None:
+    await db.execute(
+        "UPDATE satmachineadmin.legs SET claimed_until = NULL WHERE id = :id",
+        {"id": leg_id},
+    )
+
+
+async def list_retryable_standalone_legs(before: int, limit: int = 200) -> list[Leg]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE settlement_id IS NULL "
+        "AND status IN ('pending', 'failed') AND updated_at < :before "
+        "AND (claimed_until IS NULL OR claimed_until < :now) "
+        "ORDER BY updated_at LIMIT :limit",
+        {"before": before, "now": now(), "limit": limit},
+        Leg,
+    )
+
+
+async def latest_settlement_rate(machine_id: str, since: int) -> Optional[str]:
+    row = await db.fetchone(
+        "SELECT exchange_rate FROM satmachineadmin.settlements "
+        "WHERE machine_id = :machine AND exchange_rate IS NOT NULL "
+        "AND status NOT IN ('rejected') AND created_at >= :since "
+        "ORDER BY created_at DESC LIMIT 1",
+        {"machine": machine_id, "since": since},
+    )
+    return row["exchange_rate"] if row else None
+
+
+async def save_fixed_schedule(tx: Tx, machine_id: str, times_json: str, timezone: str) -> None:
+    await tx.execute(
+        "UPDATE satmachineadmin.machines SET fixed_times = :times, "
+        "fixed_timezone = :tz, updated_at = :now WHERE id = :id",
+        {"id": machine_id, "times": times_json, "tz": timezone, "now": now()},
+    )
+
+
+async def save_auto_settlement(
+    tx: Tx,
+    machine_id: str,
+    enabled: bool,
+    threshold_type: Optional[str],
+    threshold_value: Optional[str],
+    funding_wallet_id: Optional[str],
+) -> None:
+    await tx.execute(
+        "UPDATE satmachineadmin.machines SET auto_settle_enabled = :enabled, "
+        "auto_settle_threshold_type = :type, auto_settle_threshold_value = :value, "
+        "auto_settle_funding_wallet_id = :wallet, updated_at = :now WHERE id = :id",
+        {
+            "id": machine_id,
+            "enabled": enabled,
+            "type": threshold_type,
+            "value": threshold_value,
+            "wallet": funding_wallet_id,
+            "now": now(),
+        },
+    )
+
+
+async def list_scheduled_machines() -> list[Machine]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.machines WHERE status = 'active' "
+        "AND fixed_times != '[]' ORDER BY created_at, id",
+        {},
+        Machine,
+    )

@@ -25,8 +25,15 @@ from . import crud
 from .calculations import exchange_rate, split_commission
 from .faults import EngineCrash, checkpoint
 from .models import Machine, Settlement
-from .payouts import forward_landed_legs, pay_leg, reconcile_leg
+from .payouts import (
+    RETRY_BASE_SECONDS,
+    RETRY_MAX_SECONDS,
+    forward_landed_legs,
+    pay_leg,
+    reconcile_leg,
+)
 from .planning import ensure_plan
+from .small_balances import auto_settle_after
 
 _wake = asyncio.Event()
 
@@ -141,9 +148,6 @@ def rate_text(principal_sats: int, fiat_minor: int, currency: str) -> Optional[s
 # ---------------------------------------------------------------- engine
 
 LEASE_SECONDS = 120
-INVOICE_EXPIRY_SECONDS = 30 * 86400
-RETRY_BASE_SECONDS = 30
-RETRY_MAX_SECONDS = 3600
 
 
 async def process_settlement(settlement_id: str) -> Optional[str]:
@@ -221,8 +225,11 @@ async def run_due_settlements(limit: int = 100) -> int:
 
 
 async def after_processed(settlement: Settlement, machine: Machine) -> None:
-    """Hook for work that follows a completed distribution (auto-settlement)."""
-    return None
+    """Auto-settlement follows a completed distribution; its failures stay its own."""
+    try:
+        await auto_settle_after(settlement, machine)
+    except Exception:
+        logger.exception(f"satmachineadmin: auto-settlement after {settlement.id} failed")
 
 
 

@@ -201,6 +201,7 @@ async def m001_initial_schema(db: Database) -> None:
             attempts INT NOT NULL DEFAULT 0,
             slot_date TEXT,
             slot_index INT,
+            claimed_until {big},
             created_at {big} NOT NULL,
             updated_at {big} NOT NULL,
             completed_at {big}

@@ -189,6 +189,7 @@ class Leg(BaseModel):
     attempts: int = 0
     slot_date: Optional[str] = None
     slot_index: Optional[int] = None
+    claimed_until: Optional[int] = None
     created_at: int
     updated_at: int
     completed_at: Optional[int] = None

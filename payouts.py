@@ -23,6 +23,8 @@ from .models import Leg
 
 INVOICE_EXPIRY_SECONDS = 30 * 86400
 PAYMENT_MARKER = "satmachineadmin"
+RETRY_BASE_SECONDS = 30
+RETRY_MAX_SECONDS = 3600
 
 
 async def reconcile_leg(leg: Leg) -> Leg:
@@ -199,3 +201,29 @@ async def forward_landed_legs(settlement_id: str) -> None:
                     error=f"{result.error}; the sats stay in your LNbits wallet",
                     from_statuses=("failed",),
                 )
+
+
+STANDALONE_LEASE_SECONDS = 120
+
+
+async def pay_standalone_leg(leg: Leg) -> Leg:
+    """Pay a leg no settlement claim covers (fixed, balance settlement): its own
+    lease makes sure a scheduler, a manual run and a retry never pay it at once."""
+    if not await crud.claim_leg(leg.id, STANDALONE_LEASE_SECONDS):
+        return await _reload(leg)
+    try:
+        return await pay_leg(await _reload(leg))
+    finally:
+        await crud.release_leg(leg.id)
+
+
+async def retry_standalone_legs() -> int:
+    """Failed fixed and settlement legs are retried with backoff by attempts."""
+    retried = 0
+    for leg in await crud.list_retryable_standalone_legs(crud.now() - RETRY_BASE_SECONDS):
+        wait = min(RETRY_BASE_SECONDS * 2 ** max(0, leg.attempts - 1), RETRY_MAX_SECONDS)
+        if leg.status == "failed" and leg.updated_at + wait > crud.now():
+            continue
+        if (await pay_standalone_leg(leg)).status == "completed":
+            retried += 1
+    return retried

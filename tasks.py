@@ -13,10 +13,11 @@ from lnbits.core.models import Payment
 from lnbits.settings import settings
 from loguru import logger
 
-from . import bitspire, distribution
+from . import bitspire, distribution, fixed_mode, payouts
 
 ENGINE_IDLE_SECONDS = 5
 SWEEP_INTERVAL_SECONDS = 30
+SCHEDULER_INTERVAL_SECONDS = 30
 
 # asyncio keeps only weak references to tasks: hold them until they finish.
 _handoffs: set[asyncio.Task] = set()
@@ -51,6 +52,11 @@ async def sweep_once() -> None:
     await bitspire.sweep_all()
 
 
+async def scheduler_once() -> None:
+    await fixed_mode.run_due_slots()
+    await payouts.retry_standalone_legs()
+
+
 def autorun() -> bool:
     return os.environ.get("SATMACHINE_ENGINE_AUTORUN", "1") != "0"
 
@@ -64,6 +70,11 @@ def start_background_work() -> None:
         task_manager.create_permanent_task(
             sweep_once, name="satmachineadmin_sweep", interval=SWEEP_INTERVAL_SECONDS
         )
+        task_manager.create_permanent_task(
+            scheduler_once,
+            name="satmachineadmin_scheduler",
+            interval=SCHEDULER_INTERVAL_SECONDS,
+        )
 
 
 def stop_background_work() -> None:
@@ -73,6 +84,7 @@ def stop_background_work() -> None:
         "ext_satmachineadmin_invoice_listener",
         "satmachineadmin_engine",
         "satmachineadmin_sweep",
+        "satmachineadmin_scheduler",
     ):
         task = task_manager.get_task(name)
         if task:

@@ -7,20 +7,29 @@ their wallets, the super user's only a wallet of the LNbits super user.
 
 import csv
 import io
+import json
 from datetime import datetime
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Optional
+from typing import Literal, Optional
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from lnbits.core.models import WalletTypeInfo
 from lnbits.decorators import require_admin_key, require_invoice_key
 from lnbits.settings import settings
-from pydantic import BaseModel, Field, StrictInt, validator
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, validator
 
-from . import bitspire, corrections, crud, manual, services
+from . import (
+    bitspire,
+    corrections,
+    crud,
+    fixed_mode,
+    manual,
+    services,
+    small_balances,
+)
 from .calculations import cost_basis_fiat_per_btc, format_fiat
-from .errors import Forbidden, NotFound
+from .errors import Conflict, Forbidden, NotFound
 from .models import (
     BalanceOut,
     ClientOut,
@@ -652,3 +661,104 @@ async def api_lp_payments(
 ) -> list[LegOut]:
     legs = await crud.list_legs(user_id=user, limit=limit, offset=offset)
     return [leg_out(leg) for leg in legs]
+
+
+# ---------------------------------------------------------------- small balances
+
+
+class SettleIn(_Request):
+    funding_wallet_id: str = Field(..., min_length=1, max_length=64)
+    exchange_rate: Optional[str] = None
+    amount_fiat: Optional[str] = None
+
+    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+    _fiat = validator("amount_fiat", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+
+
+@satmachineadmin_api_router.post(
+    "/clients/{client_id}/settle", status_code=HTTPStatus.CREATED, response_model=LegOut
+)
+async def api_settle_client(
+    client_id: str,
+    data: SettleIn,
+    idempotency_key: Optional[str] = Header(None, max_length=100),
+    operator: str = Depends(operator_writer),
+) -> LegOut:
+    leg = await small_balances.settle_client(
+        operator,
+        client_id,
+        data.funding_wallet_id,
+        data.exchange_rate,
+        data.amount_fiat,
+        idempotency_key,
+    )
+    return leg_out(leg)
+
+
+class AutoSettlementIn(_Request):
+    enabled: StrictBool
+    threshold_type: Optional[Literal["absolute", "percent"]] = None
+    threshold_value: Optional[str] = None
+    funding_wallet_id: Optional[str] = Field(None, max_length=64)
+
+    _value = validator("threshold_value", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+
+
+@satmachineadmin_api_router.put(
+    "/machines/{machine_id}/auto-settlement", response_model=MachineOut
+)
+async def api_auto_settlement(
+    machine_id: str, data: AutoSettlementIn, operator: str = Depends(operator_writer)
+) -> MachineOut:
+    machine = await small_balances.configure_auto_settlement(
+        operator,
+        machine_id,
+        data.enabled,
+        data.threshold_type,
+        data.threshold_value,
+        data.funding_wallet_id,
+    )
+    return machine_out(machine)
+
+
+# ---------------------------------------------------------------- fixed mode
+
+
+class FixedScheduleIn(_Request):
+    times: list[StrictStr] = Field(..., max_items=48)
+    timezone: str = Field(..., min_length=1, max_length=64)
+
+
+@satmachineadmin_api_router.put(
+    "/machines/{machine_id}/fixed-schedule", response_model=MachineOut
+)
+async def api_fixed_schedule(
+    machine_id: str, data: FixedScheduleIn, operator: str = Depends(operator_writer)
+) -> MachineOut:
+    machine = await services.operator_machine(operator, machine_id)
+    times, zone = fixed_mode.validate_schedule(list(data.times), data.timezone)
+    async with crud.transaction() as tx:
+        await crud.save_fixed_schedule(tx, machine.id, json.dumps(times), zone)
+        await crud.add_audit(
+            tx, operator, operator, "machine.fixed_schedule", "machine", machine.id,
+            {"times": times, "timezone": zone},
+        )
+    return machine_out(await services.operator_machine(operator, machine_id))
+
+
+@satmachineadmin_api_router.post(
+    "/machines/{machine_id}/fixed-run", response_model=list[LegOut]
+)
+async def api_fixed_run(
+    machine_id: str, operator: str = Depends(operator_writer)
+) -> list[LegOut]:
+    machine = await services.operator_machine(operator, machine_id)
+    if not json.loads(machine.fixed_times or "[]"):
+        raise Conflict("this machine has no fixed-mode schedule (PUT fixed-schedule)")
+    return [leg_out(leg) for leg in await fixed_mode.run_slot(machine)]

@@ -1,0 +1,182 @@
+"""Fixed mode (product.md flow 4, money.md "Fixed mode").
+
+At each scheduled local time of a machine, every fixed-mode LP there receives
+min(remaining, daily limit − paid today, limit / slots) at the current rate (the last
+slot of the local day may pay up to the rest of the limit), as a `fixed` leg keyed
+(LP, local date, slot): the scheduler, a manual run, a restart in the middle or two
+processes at once can only ever find the one row.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timezone
+from decimal import Decimal
+from typing import Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from loguru import logger
+
+from . import crud
+from .calculations import (
+    FiatError,
+    fiat_to_sats,
+    fixed_slot_fiat,
+    format_fiat,
+    parse_fiat,
+)
+from .errors import BadInput
+from .models import Leg, Machine
+from .payouts import pay_standalone_leg
+from .rates import current_rate
+
+HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+MAX_SLOTS = 48
+
+
+@dataclass(frozen=True)
+class Slot:
+    local_date: str
+    index: int
+    count: int
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.count - 1
+
+
+def validate_schedule(times: list[str], timezone_name: str) -> tuple[list[str], str]:
+    if len(times) > MAX_SLOTS:
+        raise BadInput(f"times: at most {MAX_SLOTS} slots a day")
+    for value in times:
+        if not isinstance(value, str) or not HHMM.match(value):
+            raise BadInput(f"times: {value!r:.20} is not a time of day as HH:MM")
+    if len(set(times)) != len(times):
+        raise BadInput("times: each time may appear once")
+    try:
+        ZoneInfo(timezone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadInput(f"timezone: {timezone_name!r:.60} is not a known time zone") from None
+    return sorted(times), timezone_name
+
+
+def current_slot(machine: Machine, now: datetime) -> Optional[Slot]:
+    """The latest slot whose local time has come today, in the machine's zone."""
+    times = sorted(json.loads(machine.fixed_times or "[]"))
+    if not times:
+        return None
+    local = now.astimezone(ZoneInfo(machine.fixed_timezone))
+    wall = local.time().replace(tzinfo=None)
+    due = [i for i, t in enumerate(times) if time.fromisoformat(t) <= wall]
+    if not due:
+        return None
+    return Slot(local.date().isoformat(), due[-1], len(times))
+
+
+async def run_slot(
+    machine: Machine, now: Optional[datetime] = None, rate: Optional[Decimal] = None
+) -> list[Leg]:
+    """Pay the machine's current slot to every fixed-mode LP not yet paid for it."""
+    slot = current_slot(machine, now or datetime.now(timezone.utc))
+    if slot is None:
+        return []
+    quote = await current_rate(machine, rate)
+    legs = []
+    for client in await crud.list_machine_clients_with_prefs(machine.id):
+        if (
+            client.status != "active"
+            or not client.wallet_id
+            or client.dca_mode != "fixed"
+            or not client.fixed_mode_daily_limit
+        ):
+            continue
+        key = f"fixed:{client.id}:{slot.local_date}:{slot.index}"
+        existing = await crud.get_leg_by_key(key)
+        if existing:
+            if existing.status in ("pending", "failed"):
+                existing = await pay_standalone_leg(existing)
+            legs.append(existing)
+            continue
+        leg = await _plan_leg(machine, client, slot, key, quote)
+        if leg is None:
+            continue
+        async with crud.transaction() as tx:
+            inserted = await crud.insert_leg(tx, leg)
+        if not inserted:
+            continue
+        if leg.status == "pending":
+            leg = await pay_standalone_leg(leg)
+        legs.append(leg)
+    return legs
+
+
+async def _plan_leg(
+    machine: Machine,
+    client: crud.ClientWithPrefs,
+    slot: Slot,
+    key: str,
+    quote: Optional[tuple[Decimal, str]],
+) -> Optional[Leg]:
+    currency = machine.fiat_currency
+    try:
+        limit = parse_fiat(client.fixed_mode_daily_limit or "0", currency)
+    except FiatError:
+        logger.warning(f"satmachineadmin: LP {client.user_id} has an unusable daily limit")
+        return None
+    paid_today = await crud.fixed_paid_on(client.id, slot.local_date)
+    fiat = fixed_slot_fiat(client.remaining_minor, limit, paid_today, slot.count, slot.is_last)
+    if fiat <= 0:
+        return None
+    moment = crud.now()
+    fields = {
+        "id": crud.new_id(),
+        "idempotency_key": key,
+        "machine_id": machine.id,
+        "operator_user_id": machine.operator_user_id,
+        "client_id": client.id,
+        "leg_type": "fixed",
+        "amount_fiat_minor": fiat,
+        "currency": currency,
+        "source_wallet_id": machine.wallet_id,
+        "destination": client.wallet_id,
+        "destination_kind": "wallet",
+        "slot_date": slot.local_date,
+        "slot_index": slot.index,
+        "created_at": moment,
+        "updated_at": moment,
+    }
+    if quote is None:
+        # Consumes the slot visibly; nothing is paid at a guessed rate.
+        return Leg(
+            **fields,
+            status="skipped",
+            amount_sats=0,
+            error="no exchange rate available for this slot: nothing was paid",
+        )
+    rate, origin = quote
+    sats = fiat_to_sats(fiat, rate, currency)
+    completes = fiat >= client.remaining_minor
+    memo = (
+        f"Fixed DCA {format_fiat(fiat, currency)} {currency} at {rate} sats/{currency} "
+        f"({origin}), {machine.name}"
+    )
+    if completes:
+        memo += " - your balance is now fully converted: DCA cycle complete"
+    return Leg(
+        **fields,
+        status="pending",
+        amount_sats=sats,
+        exchange_rate=format(rate, "f"),
+        memo=memo,
+    )
+
+
+async def run_due_slots(now: Optional[datetime] = None) -> int:
+    """Scheduler tick: every machine with a schedule pays its current slot."""
+    paid = 0
+    for machine in await crud.list_scheduled_machines():
+        try:
+            paid += len(await run_slot(machine, now))
+        except Exception:
+            logger.exception(f"satmachineadmin: fixed slot of machine {machine.id} failed")
+    return paid
