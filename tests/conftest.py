@@ -209,6 +209,43 @@ class Factory:
             await self.deposit(operator, client["id"], deposit)
         return client
 
+    async def many_lps(self, operator: User, machine: dict, count: int, deposit_minor: int) -> list[User]:
+        """Flow-mode LPs with confirmed deposits, written in bulk (for large tests)."""
+        from lnbits.core.crud import create_account, create_wallet
+        from lnbits.core.models import Account
+        from lnbits.core.services.users import update_user_extensions
+
+        from satmachineadmin import crud
+        from satmachineadmin.models import Client, LpPreferences
+
+        lps = []
+        for _ in range(count):
+            account = Account(id=uuid.uuid4().hex, username=None)
+            await create_account(account)
+            wallet = Wallet(await create_wallet(user_id=account.id, wallet_name="lp"))
+            await update_user_extensions(account.id, ["satmachineadmin"])
+            lps.append(User(account.id, [wallet]))
+        moment = crud.now()
+        async with crud.transaction() as tx:
+            for lp in lps:
+                await crud.upsert_lp_preferences(
+                    tx,
+                    LpPreferences(user_id=lp.id, wallet_id=lp.wallet.id, created_at=moment, updated_at=moment),
+                )
+                await crud.insert_client(
+                    tx,
+                    Client(
+                        id=crud.new_id(),
+                        machine_id=machine["id"],
+                        operator_user_id=operator.id,
+                        user_id=lp.id,
+                        deposits_minor=deposit_minor,
+                        created_at=moment,
+                        updated_at=moment,
+                    ),
+                )
+        return lps
+
     async def deposit(self, operator: User, client_id: str, amount: str) -> dict:
         response = await self.http.post(
             "/satmachineadmin/api/v1/deposits",

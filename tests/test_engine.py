@@ -1,6 +1,8 @@
 """The distribution engine through real LNbits payments: money.md's worked examples,
 to the sat, with every wallet's balance moving accordingly."""
 
+import asyncio
+
 import pytest
 
 FIELD_REPORT_BALANCES = ["690.00", "7.54", "2.38", "0.07"]
@@ -247,3 +249,51 @@ async def test_sweep_catches_every_payment_missed_while_down(factory, super_user
     assert await bitspire.sweep_all() == 0
     await factory.run_engine()
     assert await factory.balance(lps[0].wallet) == 25 * 150
+
+
+async def test_listener_hands_off_while_a_100_lp_distribution_runs(factory, super_user, no_platform_fee):
+    """LNbits' listener queue is shared by every extension: our handler must return at
+    once and the next ATM payment must land while a long distribution is paying."""
+    import time
+
+    from lnbits.core.crud import get_standalone_payment
+
+    from satmachineadmin import crud, distribution, tasks
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    await factory.many_lps(operator, machine, 100, 1_000)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000_000)
+    first = await factory.cash_out(machine, customer.wallet, "500.00", 75_000, 0)
+    await factory.settlement_of(first["payment_hash"])
+
+    engine = asyncio.create_task(distribution.run_due_settlements())
+    while not await crud.list_legs(machine_id=machine["id"], status="completed", limit=1):
+        await asyncio.sleep(0.01)  # the distribution is paying
+
+    second = factory.bitspire_extra(machine, "cash_out", "1.00", 150, 0)
+    from lnbits.core.services import create_invoice, pay_invoice
+
+    second["source"] = "bitspire-held"  # keep LNbits' own dispatch out of the way
+    invoice = await create_invoice(
+        wallet_id=machine["wallet"].id, amount=150, memo="x", extra=second, internal=True
+    )
+    await pay_invoice(wallet_id=customer.wallet.id, payment_request=invoice.bolt11)
+    payment = await get_standalone_payment(invoice.payment_hash, incoming=True)
+    payment.extra["source"] = "bitspire"
+
+    started = time.perf_counter()
+    await tasks.on_invoice_paid(payment)
+    handler_seconds = time.perf_counter() - started
+    landed = await factory.settlement_of(invoice.payment_hash, timeout=10)
+    assert landed is not None
+    assert not engine.done(), "the second payment should land while the first still pays"
+    assert handler_seconds < 1  # generous: the figure itself is in bench/
+    await engine
+    assert (await crud.get_settlement(landed.id)).status == "pending"
+    settlement = await crud.get_settlement(
+        (await factory.settlement_of(first["payment_hash"])).id
+    )
+    assert settlement.status == "processed"
+    assert len([leg for leg in await crud.list_settlement_legs(settlement.id) if leg.status == "completed"]) == 100
