@@ -1,7 +1,7 @@
 """Crash checkpoints: where tests stop the engine as a killed process would."""
 
 
-class EngineCrash(BaseException):  # noqa: N818
+class EngineCrash(BaseException):
     """A BaseException, so no `except Exception` on the way out records anything:
     the rows are left exactly as a process killed at that point would leave them."""
 

@@ -1,7 +1,7 @@
 """Fixed mode (product.md flow 4, money.md "Fixed mode").
 
 At each scheduled local time of a machine, every fixed-mode LP there receives
-min(remaining, daily limit − paid today, limit / slots) at the current rate (the last
+min(remaining, daily limit - paid today, limit / slots) at the current rate (the last
 slot of the local day may pay up to the rest of the limit), as a `fixed` leg keyed
 (LP, local date, slot): the scheduler, a manual run, a restart in the middle or two
 processes at once can only ever find the one row.
@@ -56,7 +56,9 @@ def validate_schedule(times: list[str], timezone_name: str) -> tuple[list[str], 
     try:
         ZoneInfo(timezone_name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise BadInput(f"timezone: {timezone_name!r:.60} is not a known time zone") from None
+        raise BadInput(
+            f"timezone: {timezone_name!r:.60} is not a known time zone"
+        ) from None
     return sorted(times), timezone_name
 
 
@@ -121,53 +123,57 @@ async def _plan_leg(
     try:
         limit = parse_fiat(client.fixed_mode_daily_limit or "0", currency)
     except FiatError:
-        logger.warning(f"satmachineadmin: LP {client.user_id} has an unusable daily limit")
+        logger.warning(
+            f"satmachineadmin: LP {client.user_id} has an unusable daily limit"
+        )
         return None
     paid_today = await crud.fixed_paid_on(client.id, slot.local_date)
-    fiat = fixed_slot_fiat(client.remaining_minor, limit, paid_today, slot.count, slot.is_last)
+    fiat = fixed_slot_fiat(
+        client.remaining_minor, limit, paid_today, slot.count, slot.is_last
+    )
     if fiat <= 0:
         return None
     moment = crud.now()
-    fields = {
-        "id": crud.new_id(),
-        "idempotency_key": key,
-        "machine_id": machine.id,
-        "operator_user_id": machine.operator_user_id,
-        "client_id": client.id,
-        "leg_type": "fixed",
-        "amount_fiat_minor": fiat,
-        "currency": currency,
-        "source_wallet_id": machine.wallet_id,
-        "destination": client.wallet_id,
-        "destination_kind": "wallet",
-        "slot_date": slot.local_date,
-        "slot_index": slot.index,
-        "created_at": moment,
-        "updated_at": moment,
-    }
+    leg = Leg(
+        id=crud.new_id(),
+        idempotency_key=key,
+        machine_id=machine.id,
+        operator_user_id=machine.operator_user_id,
+        client_id=client.id,
+        leg_type="fixed",
+        status="pending",
+        amount_sats=0,
+        amount_fiat_minor=fiat,
+        currency=currency,
+        source_wallet_id=machine.wallet_id,
+        destination=client.wallet_id,
+        destination_kind="wallet",
+        slot_date=slot.local_date,
+        slot_index=slot.index,
+        created_at=moment,
+        updated_at=moment,
+    )
     if quote is None:
         # Consumes the slot visibly; nothing is paid at a guessed rate.
-        return Leg(
-            **fields,
-            status="skipped",
-            amount_sats=0,
-            error="no exchange rate available for this slot: nothing was paid",
+        return leg.copy(
+            update={
+                "status": "skipped",
+                "error": "no exchange rate available for this slot: nothing was paid",
+            }
         )
     rate, origin = quote
-    sats = fiat_to_sats(fiat, rate, currency)
-    completes = fiat >= client.remaining_minor
     memo = (
         f"Fixed DCA {format_fiat(fiat, currency)} {currency} at {rate} sats/{currency} "
         f"({origin}), {machine.name}"
     )
-    if completes:
+    if fiat >= client.remaining_minor:
         memo += " - your balance is now fully converted: DCA cycle complete"
-    return Leg(
-        **fields,
-        status="pending",
-        amount_sats=sats,
-        exchange_rate=format(rate, "f"),
-        memo=memo,
+    return leg.copy(
+        update={
+            "amount_sats": fiat_to_sats(fiat, rate, currency),
+            "exchange_rate": format(rate, "f"),
+            "memo": memo,
+        }
     )
 
 
@@ -178,5 +184,7 @@ async def run_due_slots(now: Optional[datetime] = None) -> int:
         try:
             paid += len(await run_slot(machine, now))
         except Exception:
-            logger.exception(f"satmachineadmin: fixed slot of machine {machine.id} failed")
+            logger.exception(
+                f"satmachineadmin: fixed slot of machine {machine.id} failed"
+            )
     return paid

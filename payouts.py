@@ -37,7 +37,9 @@ async def reconcile_leg(leg: Leg) -> Leg:
     if payment is None or not payment.is_out:
         return leg
     if payment.success:
-        await crud.transition_leg(leg.id, "completed", from_statuses=("pending", "failed"))
+        await crud.transition_leg(
+            leg.id, "completed", from_statuses=("pending", "failed")
+        )
         logger.info(f"satmachineadmin: leg {leg.id} found paid on reconcile")
     elif payment.pending:
         # An external payment still in flight: never pay it again while it might land.
@@ -88,7 +90,11 @@ async def _invoice_for(leg: Leg) -> tuple[str, str]:
 
 async def _fail(leg: Leg, reason: str) -> Leg:
     await crud.transition_leg(
-        leg.id, "failed", error=reason[:500], from_statuses=("pending",), count_attempt=True
+        leg.id,
+        "failed",
+        error=reason[:500],
+        from_statuses=("pending",),
+        count_attempt=True,
     )
     logger.warning(f"satmachineadmin: leg {leg.id} ({leg.leg_type}) failed: {reason}")
     refreshed = await crud.get_leg(leg.id)
@@ -101,7 +107,9 @@ async def pay_leg(leg: Leg) -> Leg:
     if leg.status not in ("pending", "failed"):
         return leg
     if leg.status == "failed":
-        await crud.transition_leg(leg.id, "pending", error=leg.error, from_statuses=("failed",))
+        await crud.transition_leg(
+            leg.id, "pending", error=leg.error, from_statuses=("failed",)
+        )
     if leg.amount_sats <= 0:
         # A fiat share that rounds to 0 sats: recorded, nothing to send.
         await crud.transition_leg(leg.id, "completed", from_statuses=("pending",))
@@ -121,7 +129,11 @@ async def pay_leg(leg: Leg) -> Leg:
         await pay_invoice(
             wallet_id=leg.source_wallet_id or "",
             payment_request=bolt11,
-            extra={"source": PAYMENT_MARKER, "leg_id": leg.id, "leg_type": leg.leg_type},
+            extra={
+                "source": PAYMENT_MARKER,
+                "leg_id": leg.id,
+                "leg_type": leg.leg_type,
+            },
             description=(leg.memo or "")[:600],
         )
     except PaymentError as exc:
@@ -135,7 +147,9 @@ async def pay_leg(leg: Leg) -> Leg:
             return refreshed
         return await _fail(leg, str(exc) or exc.__class__.__name__)
     checkpoint("after_payment")
-    await crud.transition_leg(leg.id, "completed", from_statuses=("pending",), count_attempt=True)
+    await crud.transition_leg(
+        leg.id, "completed", from_statuses=("pending",), count_attempt=True
+    )
     return await _reload(leg)
 
 
@@ -169,7 +183,11 @@ async def forward_landed_legs(settlement_id: str) -> None:
         ):
             continue
         client = await crud.get_client_with_prefs(leg.client_id)
-        if not client or not client.autoforward_enabled or not client.autoforward_ln_address:
+        if (
+            not client
+            or not client.autoforward_enabled
+            or not client.autoforward_ln_address
+        ):
             continue
         forward = Leg(
             id=crud.new_id(),
@@ -220,8 +238,12 @@ async def pay_standalone_leg(leg: Leg) -> Leg:
 async def retry_standalone_legs() -> int:
     """Failed fixed and settlement legs are retried with backoff by attempts."""
     retried = 0
-    for leg in await crud.list_retryable_standalone_legs(crud.now() - RETRY_BASE_SECONDS):
-        wait = min(RETRY_BASE_SECONDS * 2 ** max(0, leg.attempts - 1), RETRY_MAX_SECONDS)
+    for leg in await crud.list_retryable_standalone_legs(
+        crud.now() - RETRY_BASE_SECONDS
+    ):
+        wait = min(
+            RETRY_BASE_SECONDS * 2 ** max(0, leg.attempts - 1), RETRY_MAX_SECONDS
+        )
         if leg.status == "failed" and leg.updated_at + wait > crud.now():
             continue
         if (await pay_standalone_leg(leg)).status == "completed":

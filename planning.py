@@ -34,7 +34,9 @@ class PlanContext:
     def key(self, suffix: str) -> str:
         return f"{self.settlement.id}:v{self.settlement.plan_version}:{suffix}"
 
-    def leg(self, suffix: str, leg_type: str, amount_sats: int, **fields: object) -> Leg:
+    def leg(
+        self, suffix: str, leg_type: str, amount_sats: int, **fields: object
+    ) -> Leg:
         status = str(fields.pop("status", "pending"))
         # construct(): every field is computed here from typed values; validating a
         # thousand legs per settlement would cost more than planning them.
@@ -179,7 +181,7 @@ def _operator_legs(context: PlanContext, clients: list[ClientWithPrefs]) -> list
         amount, Decimal(0), [Decimal(rule.percent) for rule in context.rules]
     )
     legs: list[Leg] = []
-    for rule, part in zip(context.rules, split.operator_parts):
+    for rule, part in zip(context.rules, split.operator_parts, strict=True):
         if part <= 0:
             continue
         suffix = f"operator_split:{rule.position}"
@@ -233,7 +235,7 @@ def _commission_to_lps(
             label=label,
             memo=f"Commission share, {context.machine.name}",
         )
-        for client, part in zip(recipients, parts)
+        for client, part in zip(recipients, parts, strict=True)
         if part > 0
     ]
 
@@ -303,7 +305,7 @@ def _principal_legs(
     currency = settlement.currency
     legs = []
     for client, fiat, sats in zip(
-        recipients, allocation.fiat_parts, allocation.sat_parts
+        recipients, allocation.fiat_parts, allocation.sat_parts, strict=True
     ):
         if fiat <= 0 and sats <= 0:
             continue
@@ -334,14 +336,20 @@ def _principal_legs(
                 allocation.orphan_sats,
                 status="skipped",
                 amount_fiat_minor=allocation.orphan_fiat,
-                error=(
-                    f"orphan sats: {format_fiat(settlement.fiat_amount_minor, currency)} "
-                    f"{currency} left the machine but LPs only had "
-                    f"{format_fiat(settlement.fiat_amount_minor - allocation.orphan_fiat, currency)} "
-                    f"{currency} in it; {allocation.orphan_sats} sats "
-                    f"({format_fiat(allocation.orphan_fiat, currency)} {currency}) stay "
-                    "in the machine wallet for reconciliation"
+                error=_orphan_reason(
+                    settlement, allocation.orphan_sats, allocation.orphan_fiat
                 ),
             )
         )
     return legs, allocation.orphan_sats, allocation.orphan_fiat
+
+
+def _orphan_reason(settlement: Settlement, orphan_sats: int, orphan_fiat: int) -> str:
+    currency = settlement.currency
+    out = format_fiat(settlement.fiat_amount_minor, currency)
+    tracked = format_fiat(settlement.fiat_amount_minor - orphan_fiat, currency)
+    return (
+        f"orphan sats: {out} {currency} left the machine but LPs only had {tracked} "
+        f"{currency} in it; {orphan_sats} sats ({format_fiat(orphan_fiat, currency)} "
+        f"{currency}) stay in the machine wallet for reconciliation"
+    )

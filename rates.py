@@ -5,10 +5,9 @@ machine's currency; the latest settlement rate at that machine if under 24 h old
 None available: the caller skips with the reason, never guesses.
 """
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Optional
-
-from collections.abc import Awaitable, Callable
 
 from lnbits.utils.exchange_rates import get_fiat_rate_satoshis
 from loguru import logger
@@ -37,7 +36,9 @@ async def current_rate(
         if rate > 0:
             return rate, "exchange-rate service"
     except (ValueError, InvalidOperation, ArithmeticError) as exc:
-        logger.info(f"satmachineadmin: no service rate for {machine.fiat_currency}: {exc}")
+        logger.info(
+            f"satmachineadmin: no service rate for {machine.fiat_currency}: {exc}"
+        )
     except Exception as exc:  # the service reaches the internet; anything may fail
         logger.info(f"satmachineadmin: rate service failed: {exc}")
     latest = await crud.latest_settlement_rate(

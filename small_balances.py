@@ -74,9 +74,18 @@ async def _write_and_pay(leg: Leg, actor: str) -> Leg:
         inserted = await crud.insert_leg(tx, leg)
         if inserted:
             await crud.add_audit(
-                tx, actor, leg.operator_user_id, "client.settle", "client",
-                leg.client_id or "", {"leg_id": leg.id, "fiat_minor": leg.amount_fiat_minor,
-                                      "sats": leg.amount_sats, "rate": leg.exchange_rate},
+                tx,
+                actor,
+                leg.operator_user_id,
+                "client.settle",
+                "client",
+                leg.client_id or "",
+                {
+                    "leg_id": leg.id,
+                    "fiat_minor": leg.amount_fiat_minor,
+                    "sats": leg.amount_sats,
+                    "rate": leg.exchange_rate,
+                },
             )
     existing = leg if inserted else await crud.get_leg_by_key(leg.idempotency_key)
     assert existing
@@ -96,8 +105,14 @@ async def notify_if_complete(leg: Leg) -> None:
         try:
             await websocket_updater(
                 f"satmachineadmin-{client.user_id}",
-                json.dumps({"event": "cycle_complete", "client_id": client.id,
-                            "machine_id": client.machine_id, "leg_id": leg.id}),
+                json.dumps(
+                    {
+                        "event": "cycle_complete",
+                        "client_id": client.id,
+                        "machine_id": client.machine_id,
+                        "leg_id": leg.id,
+                    }
+                ),
             )
         except Exception:  # a missing listener must never undo a payment record
             logger.debug("satmachineadmin: no websocket listener for cycle completion")
@@ -130,21 +145,28 @@ async def settle_client(
         if fiat <= 0:
             raise BadInput("amount_fiat: must be greater than zero")
         if fiat > remaining:
+            currency = machine.fiat_currency
             raise Refused(
-                f"amount_fiat {format_fiat(fiat, machine.fiat_currency)} is more than the "
-                f"remaining balance {format_fiat(remaining, machine.fiat_currency)}"
+                f"amount_fiat {format_fiat(fiat, currency)} is more than the "
+                f"remaining balance {format_fiat(remaining, currency)}"
             )
     stated = None
     if exchange_rate is not None:
         try:
             stated = Decimal(exchange_rate)
         except InvalidOperation:
-            raise BadInput("exchange_rate: must be a decimal (sats per fiat unit)") from None
+            raise BadInput(
+                "exchange_rate: must be a decimal (sats per fiat unit)"
+            ) from None
         if not stated.is_finite() or stated <= 0 or stated > 10**9:
-            raise BadInput("exchange_rate: must be a positive number of sats per fiat unit")
+            raise BadInput(
+                "exchange_rate: must be a positive number of sats per fiat unit"
+            )
     quote = await current_rate(machine, stated)
     if quote is None:
-        raise Refused("no exchange rate is available right now: state one (exchange_rate)")
+        raise Refused(
+            "no exchange rate is available right now: state one (exchange_rate)"
+        )
     rate, origin = quote
     if fiat_to_sats(fiat, rate, machine.fiat_currency) <= 0:
         raise Refused("that amount is worth less than one sat at this rate")
@@ -183,7 +205,9 @@ async def configure_auto_settlement(
     value = validate_auto_settlement(enabled, threshold_type, threshold_value)
     if enabled:
         if not funding_wallet_id:
-            raise BadInput("funding_wallet_id: required when auto-settlement is enabled")
+            raise BadInput(
+                "funding_wallet_id: required when auto-settlement is enabled"
+            )
         await owned_wallet(operator_user_id, funding_wallet_id, "funding_wallet_id")
         if threshold_type == "absolute":
             try:
@@ -197,9 +221,18 @@ async def configure_auto_settlement(
             tx, machine.id, enabled, threshold_type, value, funding_wallet_id
         )
         await crud.add_audit(
-            tx, operator_user_id, operator_user_id, "machine.auto_settlement", "machine",
-            machine.id, {"enabled": enabled, "threshold_type": threshold_type,
-                         "threshold_value": value, "funding_wallet_id": funding_wallet_id},
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "machine.auto_settlement",
+            "machine",
+            machine.id,
+            {
+                "enabled": enabled,
+                "threshold_type": threshold_type,
+                "threshold_value": value,
+                "funding_wallet_id": funding_wallet_id,
+            },
         )
     updated = await crud.get_machine(machine.id)
     assert updated
@@ -216,7 +249,11 @@ async def auto_settle_after(settlement: Settlement, machine: Machine) -> list[Le
     threshold = Decimal(machine.auto_settle_threshold_value or "0")
     legs = []
     for client in await crud.list_machine_clients_with_prefs(machine.id):
-        if client.status != "active" or not client.wallet_id or client.remaining_minor <= 0:
+        if (
+            client.status != "active"
+            or not client.wallet_id
+            or client.remaining_minor <= 0
+        ):
             continue
         if not auto_settle_due(
             client.remaining_minor,

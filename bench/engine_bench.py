@@ -20,19 +20,23 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import inprocess  # noqa: E402
+import inprocess
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("db", nargs="?", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "db", nargs="?", default="sqlite", choices=["sqlite", "postgres"]
+    )
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--history", type=int, default=1_000_000)
     return parser.parse_args()
 
 
 ARGS = parse_args()
-_, PG = inprocess.prepare(ARGS.db, {"SATMACHINE_ENGINE_AUTORUN": "0", "LOG_LEVEL": "ERROR"})
+_, PG = inprocess.prepare(
+    ARGS.db, {"SATMACHINE_ENGINE_AUTORUN": "0", "LOG_LEVEL": "ERROR"}
+)
 
 
 async def make_user(name: str):
@@ -46,7 +50,6 @@ async def make_user(name: str):
 
 async def machine_with_lps(n: int, deposit_minor: int):
     from lnbits.core.services import update_wallet_balance
-
     from satmachineadmin import crud
     from satmachineadmin.models import Client, LpPreferences, Machine
 
@@ -67,7 +70,12 @@ async def machine_with_lps(n: int, deposit_minor: int):
         for user_id, wallet in lps:
             await crud.upsert_lp_preferences(
                 tx,
-                LpPreferences(user_id=user_id, wallet_id=wallet.id, created_at=moment, updated_at=moment),
+                LpPreferences(
+                    user_id=user_id,
+                    wallet_id=wallet.id,
+                    created_at=moment,
+                    updated_at=moment,
+                ),
             )
             await crud.insert_client(
                 tx,
@@ -102,23 +110,30 @@ async def land(machine, principal: int, fiat_minor: int):
 
 async def bench_throughput(n: int) -> dict:
     from lnbits.core.services import create_invoice, pay_invoice, update_wallet_balance
-
     from satmachineadmin import crud, distribution
 
     machine, machine_wallet, lps = await machine_with_lps(n, 100_000)
-    settlement = await land(machine, principal=1_000 * n, fiat_minor=1_000 * n // 150 * 100)
+    settlement = await land(
+        machine, principal=1_000 * n, fiat_minor=1_000 * n // 150 * 100
+    )
     started = time.perf_counter()
     status = await distribution.process_settlement(settlement.id)
     engine_seconds = time.perf_counter() - started
     assert status == "processed", status
-    legs = [leg for leg in await crud.list_settlement_legs(settlement.id) if leg.status == "completed"]
+    legs = [
+        leg
+        for leg in await crud.list_settlement_legs(settlement.id)
+        if leg.status == "completed"
+    ]
     assert len(legs) == n, len(legs)
 
     _, payer = await make_user("payer")
     await update_wallet_balance(payer, 10_000_000)
     started = time.perf_counter()
     for _, wallet in lps:
-        invoice = await create_invoice(wallet_id=wallet.id, amount=1_000, memo="bare", internal=True)
+        invoice = await create_invoice(
+            wallet_id=wallet.id, amount=1_000, memo="bare", internal=True
+        )
         await pay_invoice(wallet_id=payer.id, payment_request=invoice.bolt11)
     bare_seconds = time.perf_counter() - started
     return {
@@ -163,7 +178,8 @@ async def add_history(machine, count: int, start: int) -> None:
             from lnbits.db import insert_query, model_to_dict
 
             await tx.execute_many(
-                insert_query("satmachineadmin.legs", rows[0]), [model_to_dict(r) for r in rows]
+                insert_query("satmachineadmin.legs", rows[0]),
+                [model_to_dict(r) for r in rows],
             )
         written += len(rows)
 
@@ -178,7 +194,11 @@ async def time_planning(machine, repeats: int = 15) -> tuple[float, float]:
         started = time.perf_counter()
         clients = await crud.list_machine_clients_with_prefs(machine.id)
         context = planning.PlanContext(
-            settlement=settlement, machine=machine, rules=[], fee_wallet_id=None, moment=crud.now()
+            settlement=settlement,
+            machine=machine,
+            rules=[],
+            fee_wallet_id=None,
+            moment=crud.now(),
         )
         planning.build_legs(context, clients)
         read_allocate.append((time.perf_counter() - started) * 1000)
@@ -213,7 +233,7 @@ async def main() -> None:
             )
 
         machine, _, _ = await machine_with_lps(1_000, 10_000_000)
-        print(f"\nplanning a settlement for 1,000 LPs (median of 15)\n")
+        print("\nplanning a settlement for 1,000 LPs (median of 15)\n")
         print(f"{'history legs':>13} {'read+allocate ms':>17} {'+ write plan ms':>16}")
         done = 0
         for target in (10_000, ARGS.history):

@@ -13,7 +13,9 @@ from typing import Any, Optional
 REPO = Path(__file__).resolve().parent.parent
 
 
-def prepare(db_kind: str = "sqlite", extra_env: Optional[dict] = None) -> tuple[Path, Any]:
+def prepare(
+    db_kind: str = "sqlite", extra_env: Optional[dict] = None
+) -> tuple[Path, Any]:
     """Make a work folder, point LNbits at it, chdir into it.
 
     Returns (workdir, pg_server); pg_server is a running embedded PostgreSQL when
@@ -24,7 +26,7 @@ def prepare(db_kind: str = "sqlite", extra_env: Optional[dict] = None) -> tuple[
     (workdir / "extensions" / "satmachineadmin").symlink_to(REPO)
     spec = importlib.util.find_spec("lnbits")
     assert spec and spec.submodule_search_locations
-    (workdir / "lnbits").symlink_to(list(spec.submodule_search_locations)[0])
+    (workdir / "lnbits").symlink_to(next(iter(spec.submodule_search_locations)))
 
     pg_server = None
     if db_kind == "postgres":

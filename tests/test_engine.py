@@ -31,8 +31,12 @@ async def no_platform_fee(factory, super_user):
     await factory.platform(super_user, "0", None)
 
 
-async def test_covered_cash_out_pays_lps_pro_rata_to_the_sat(factory, super_user, no_platform_fee):
-    operator, machine, lps, clients = await _machine_with_lps(factory, FIELD_REPORT_BALANCES)
+async def test_covered_cash_out_pays_lps_pro_rata_to_the_sat(
+    factory, super_user, no_platform_fee
+):
+    operator, machine, lps, clients = await _machine_with_lps(
+        factory, FIELD_REPORT_BALANCES
+    )
     customer = await factory.user()
     await factory.fund(customer.wallet, 1_000_000)
 
@@ -49,11 +53,19 @@ async def test_covered_cash_out_pays_lps_pro_rata_to_the_sat(factory, super_user
     dca = [leg for leg in await _legs(settlement.id) if leg.leg_type == "dca"]
     by_client = {leg.client_id: leg for leg in dca}
     assert [by_client[c["id"]].amount_sats for c in clients] == [73_929, 809, 255, 7]
-    assert [by_client[c["id"]].amount_fiat_minor for c in clients] == [49_286, 539, 170, 5]
+    assert [by_client[c["id"]].amount_fiat_minor for c in clients] == [
+        49_286,
+        539,
+        170,
+        5,
+    ]
     assert all(leg.status == "completed" for leg in dca)
     assert [await factory.balance(lp.wallet) for lp in lps] == [73_929, 809, 255, 7]
     assert await factory.balance(machine["wallet"]) == 0
-    remaining = [(await factory.balance_of(operator, c["id"]))["remaining_balance"] for c in clients]
+    remaining = [
+        (await factory.balance_of(operator, c["id"]))["remaining_balance"]
+        for c in clients
+    ]
     assert remaining == ["197.14", "2.15", "0.68", "0.02"]
     first = await factory.balance_of(operator, clients[0]["id"])
     assert first["total_sats"] == 73_929
@@ -64,7 +76,9 @@ async def test_short_cash_out_pays_everyone_in_full_and_keeps_orphan_sats(
     factory, super_user, no_platform_fee
 ):
     """The field report: 2000 GTQ left the machine, only 699.99 GTQ was tracked."""
-    operator, machine, lps, clients = await _machine_with_lps(factory, FIELD_REPORT_BALANCES)
+    operator, machine, lps, clients = await _machine_with_lps(
+        factory, FIELD_REPORT_BALANCES
+    )
     customer = await factory.user()
     await factory.fund(customer.wallet, 1_000_000)
 
@@ -79,7 +93,11 @@ async def test_short_cash_out_pays_everyone_in_full_and_keeps_orphan_sats(
     assert settlement.orphan_sats == 195_002
     assert settlement.orphan_fiat_minor == 130_001
     legs = await _legs(settlement.id)
-    paid = {leg.client_id: leg.amount_sats for leg in legs if leg.leg_type == "dca" and leg.client_id}
+    paid = {
+        leg.client_id: leg.amount_sats
+        for leg in legs
+        if leg.leg_type == "dca" and leg.client_id
+    }
     assert [paid[c["id"]] for c in clients] == [103_500, 1_131, 357, 10]
     orphan = [leg for leg in legs if leg.leg_type == "dca" and leg.client_id is None]
     assert len(orphan) == 1
@@ -136,7 +154,9 @@ async def test_cash_in_splits_commission_and_records_skipped_lp_leg(
 ):
     operator, machine, lps, clients = await _machine_with_lps(factory, ["100.00"])
     split_wallet = await factory.wallet(operator, "commission")
-    await factory.splits(operator, [{"target": split_wallet.id, "percent": "100"}], machine["id"])
+    await factory.splits(
+        operator, [{"target": split_wallet.id, "percent": "100"}], machine["id"]
+    )
     await factory.fund(machine["wallet"], 20_000)
     customer = await factory.user()
 
@@ -159,12 +179,16 @@ async def test_cash_in_splits_commission_and_records_skipped_lp_leg(
     }
     assert "cash-in" in next(leg.error for leg in legs if leg.leg_type == "dca")
     assert await factory.balance(split_wallet) == 750
-    assert (await factory.balance_of(operator, clients[0]["id"]))["remaining_balance"] == "100.00"
+    assert (await factory.balance_of(operator, clients[0]["id"]))[
+        "remaining_balance"
+    ] == "100.00"
     # Sweeping again finds nothing new.
     assert await bitspire.sweep_all() == 0
 
 
-async def test_every_unpaid_amount_is_a_skipped_leg_with_its_reason(factory, super_user):
+async def test_every_unpaid_amount_is_a_skipped_leg_with_its_reason(
+    factory, super_user
+):
     """No platform wallet, no split rules, no LPs: nothing silent, sats stay put."""
     await factory.platform(super_user, "0.10", None)
     operator = await factory.operator()
@@ -209,14 +233,19 @@ async def test_fixed_mode_lps_are_left_out_of_flow_distribution(
     await factory.run_engine()
     assert await factory.balance(flow_lp.wallet) == 3_000
     assert await factory.balance(fixed_lp.wallet) == 0
-    assert (await factory.balance_of(operator, flow_client["id"]))["remaining_balance"] == "30.00"
-    assert (await factory.balance_of(operator, fixed_client["id"]))["remaining_balance"] == "500.00"
+    assert (await factory.balance_of(operator, flow_client["id"]))[
+        "remaining_balance"
+    ] == "30.00"
+    assert (await factory.balance_of(operator, fixed_client["id"]))[
+        "remaining_balance"
+    ] == "500.00"
 
 
-async def test_sweep_catches_every_payment_missed_while_down(factory, super_user, no_platform_fee):
+async def test_sweep_catches_every_payment_missed_while_down(
+    factory, super_user, no_platform_fee
+):
     """More cash-outs than one LNbits page while the listener was not running."""
     from lnbits.core.services import create_invoice, pay_invoice
-
     from satmachineadmin import bitspire, crud
 
     operator, machine, lps, clients = await _machine_with_lps(factory, ["1000.00"])
@@ -228,12 +257,17 @@ async def test_sweep_catches_every_payment_missed_while_down(factory, super_user
         # Tagged so the listener ignores them: the process "was down" when they came.
         extra["source"] = "bitspire-offline"
         invoice = await create_invoice(
-            wallet_id=machine["wallet"].id, amount=150, memo="x", extra=extra, internal=True
+            wallet_id=machine["wallet"].id,
+            amount=150,
+            memo="x",
+            extra=extra,
+            internal=True,
         )
         await pay_invoice(wallet_id=customer.wallet.id, payment_request=invoice.bolt11)
         hashes.append(invoice.payment_hash)
     await crud.db.execute(
-        "UPDATE satmachineadmin.machines SET sweep_cursor = 0 WHERE id = :id", {"id": machine["id"]}
+        "UPDATE satmachineadmin.machines SET sweep_cursor = 0 WHERE id = :id",
+        {"id": machine["id"]},
     )
     # Restore the marker in LNbits' own records, as the machine would have sent it.
     from lnbits.core.db import db as core_db
@@ -251,13 +285,14 @@ async def test_sweep_catches_every_payment_missed_while_down(factory, super_user
     assert await factory.balance(lps[0].wallet) == 25 * 150
 
 
-async def test_listener_hands_off_while_a_100_lp_distribution_runs(factory, super_user, no_platform_fee):
+async def test_listener_hands_off_while_a_100_lp_distribution_runs(
+    factory, super_user, no_platform_fee
+):
     """LNbits' listener queue is shared by every extension: our handler must return at
     once and the next ATM payment must land while a long distribution is paying."""
     import time
 
     from lnbits.core.crud import get_standalone_payment
-
     from satmachineadmin import crud, distribution, tasks
 
     operator = await factory.operator()
@@ -269,7 +304,9 @@ async def test_listener_hands_off_while_a_100_lp_distribution_runs(factory, supe
     await factory.settlement_of(first["payment_hash"])
 
     engine = asyncio.create_task(distribution.run_due_settlements())
-    while not await crud.list_legs(machine_id=machine["id"], status="completed", limit=1):
+    while not await crud.list_legs(
+        machine_id=machine["id"], status="completed", limit=1
+    ):
         await asyncio.sleep(0.01)  # the distribution is paying
 
     second = factory.bitspire_extra(machine, "cash_out", "1.00", 150, 0)
@@ -277,7 +314,11 @@ async def test_listener_hands_off_while_a_100_lp_distribution_runs(factory, supe
 
     second["source"] = "bitspire-held"  # keep LNbits' own dispatch out of the way
     invoice = await create_invoice(
-        wallet_id=machine["wallet"].id, amount=150, memo="x", extra=second, internal=True
+        wallet_id=machine["wallet"].id,
+        amount=150,
+        memo="x",
+        extra=second,
+        internal=True,
     )
     await pay_invoice(wallet_id=customer.wallet.id, payment_request=invoice.bolt11)
     payment = await get_standalone_payment(invoice.payment_hash, incoming=True)
@@ -288,7 +329,9 @@ async def test_listener_hands_off_while_a_100_lp_distribution_runs(factory, supe
     handler_seconds = time.perf_counter() - started
     landed = await factory.settlement_of(invoice.payment_hash, timeout=10)
     assert landed is not None
-    assert not engine.done(), "the second payment should land while the first still pays"
+    assert not engine.done(), (
+        "the second payment should land while the first still pays"
+    )
     assert handler_seconds < 1  # generous: the figure itself is in bench/
     await engine
     assert (await crud.get_settlement(landed.id)).status == "pending"
@@ -296,4 +339,13 @@ async def test_listener_hands_off_while_a_100_lp_distribution_runs(factory, supe
         (await factory.settlement_of(first["payment_hash"])).id
     )
     assert settlement.status == "processed"
-    assert len([leg for leg in await crud.list_settlement_legs(settlement.id) if leg.status == "completed"]) == 100
+    assert (
+        len(
+            [
+                leg
+                for leg in await crud.list_settlement_legs(settlement.id)
+                if leg.status == "completed"
+            ]
+        )
+        == 100
+    )

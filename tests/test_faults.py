@@ -21,7 +21,9 @@ async def _setup(factory, super_user, lps=3):
     fee_wallet = await factory.wallet(super_user, "fees")
     await factory.platform(super_user, "0.30", fee_wallet)
     split = await factory.wallet(operator, "commission")
-    await factory.splits(operator, [{"target": split.id, "percent": "100"}], machine["id"])
+    await factory.splits(
+        operator, [{"target": split.id, "percent": "100"}], machine["id"]
+    )
     wallets = []
     for i in range(lps):
         lp = await factory.lp()
@@ -35,7 +37,11 @@ async def _setup(factory, super_user, lps=3):
 async def _outgoing_payments(wallet_id):
     from lnbits.core.crud import get_payments
 
-    return [p for p in await get_payments(wallet_id=wallet_id, outgoing=True, limit=10_000) if p.success]
+    return [
+        p
+        for p in await get_payments(wallet_id=wallet_id, outgoing=True, limit=10_000)
+        if p.success
+    ]
 
 
 async def _restart():
@@ -56,7 +62,9 @@ async def test_crash_at_each_step_then_restart_pays_each_leg_once(
     from satmachineadmin import crud, distribution
     from satmachineadmin.faults import EngineCrash, crash_points
 
-    operator, machine, fee_wallet, split, lp_wallets, customer = await _setup(factory, super_user)
+    operator, machine, fee_wallet, split, lp_wallets, customer = await _setup(
+        factory, super_user
+    )
     fee_before = await factory.balance(fee_wallet)
     played = await factory.cash_out(machine, customer.wallet, "30.00", 4_500, 200)
     settlement = await factory.settlement_of(played["payment_hash"])
@@ -76,7 +84,9 @@ async def test_crash_at_each_step_then_restart_pays_each_leg_once(
     assert all(leg.status == "completed" for leg in payable)
     # Exactly one LNbits payment out of the machine wallet per leg, no more.
     outgoing = await _outgoing_payments(machine["wallet"].id)
-    assert sorted(p.payment_hash for p in outgoing) == sorted(leg.payment_hash for leg in payable)
+    assert sorted(p.payment_hash for p in outgoing) == sorted(
+        leg.payment_hash for leg in payable
+    )
     # Conservation: everything that arrived went out as legs, to the sat.
     assert await factory.balance(machine["wallet"]) == 0
     assert sum(leg.amount_sats for leg in payable) == 4_700
@@ -92,14 +102,20 @@ async def test_crash_at_each_step_then_restart_pays_each_leg_once(
 async def test_two_engines_racing_pay_each_leg_once(factory, super_user):
     from satmachineadmin import crud, distribution
 
-    operator, machine, fee_wallet, split, lp_wallets, customer = await _setup(factory, super_user, lps=5)
+    operator, machine, fee_wallet, split, lp_wallets, customer = await _setup(
+        factory, super_user, lps=5
+    )
     hashes = []
     for i in range(6):
-        played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 100 + i)
+        played = await factory.cash_out(
+            machine, customer.wallet, "10.00", 1_500, 100 + i
+        )
         hashes.append(played["payment_hash"])
     settlements = [await factory.settlement_of(h) for h in hashes]
 
-    results = await asyncio.gather(*(distribution.run_due_settlements() for _ in range(4)))
+    results = await asyncio.gather(
+        *(distribution.run_due_settlements() for _ in range(4))
+    )
     assert sum(results) == 6  # each settlement processed by exactly one engine
     for settlement in settlements:
         refreshed = await crud.get_settlement(settlement.id)
@@ -122,7 +138,9 @@ async def test_insufficient_float_waits_then_pays_after_top_up(factory, super_us
     operator = await factory.operator()
     machine = await factory.machine(operator)
     split = await factory.wallet(operator, "commission")
-    await factory.splits(operator, [{"target": split.id, "percent": "100"}], machine["id"])
+    await factory.splits(
+        operator, [{"target": split.id, "percent": "100"}], machine["id"]
+    )
     await factory.fund(machine["wallet"], 1_000)
     customer = await factory.user()
     played = await factory.cash_in(machine, customer.wallet, "10.00", 1_500, 500)

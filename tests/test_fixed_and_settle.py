@@ -25,7 +25,9 @@ async def _funded_operator(factory, sats=1_000_000):
 # ---------------------------------------------------------------- small balances
 
 
-async def test_manual_settle_bob_47_gtq_at_150_is_7050_sats(http, factory, no_platform_fee):
+async def test_manual_settle_bob_47_gtq_at_150_is_7050_sats(
+    http, factory, no_platform_fee
+):
     operator, funding = await _funded_operator(factory)
     machine = await factory.machine(operator)
     bob = await factory.lp()
@@ -81,14 +83,20 @@ async def test_settle_refusals_change_nothing(http, factory, no_platform_fee):
     empty_client = await factory.enrol(operator, machine, empty_lp)
 
     cases = [
-        (client["id"], {"funding_wallet_id": other_funding.id, "exchange_rate": "150"}, 403),
+        (
+            client["id"],
+            {"funding_wallet_id": other_funding.id, "exchange_rate": "150"},
+            403,
+        ),
         (client["id"], {"funding_wallet_id": funding.id, "amount_fiat": "10.01"}, 422),
         (client["id"], {"funding_wallet_id": funding.id, "amount_fiat": "1.001"}, 400),
         (client["id"], {"funding_wallet_id": funding.id, "exchange_rate": "-5"}, 400),
         (empty_client["id"], {"funding_wallet_id": funding.id}, 422),
     ]
     for client_id, body, status in cases:
-        response = await http.post(f"{API}/clients/{client_id}/settle", headers=operator.admin, json=body)
+        response = await http.post(
+            f"{API}/clients/{client_id}/settle", headers=operator.admin, json=body
+        )
         assert response.status_code == status, (body, response.text)
         assert response.json()["detail"]
     # Another operator cannot settle this LP at all.
@@ -98,13 +106,17 @@ async def test_settle_refusals_change_nothing(http, factory, no_platform_fee):
         json={"funding_wallet_id": other_funding.id},
     )
     assert response.status_code == 404
-    assert (await factory.balance_of(operator, client["id"]))["remaining_balance"] == "10.00"
+    assert (await factory.balance_of(operator, client["id"]))[
+        "remaining_balance"
+    ] == "10.00"
     assert await factory.balance(lp.wallet) == 0
     assert await factory.balance(funding) == 1_000_000
     assert await factory.balance(other_funding) == 1_000_000
 
 
-async def test_empty_funding_wallet_fails_visibly_and_retries_later(http, factory, no_platform_fee):
+async def test_empty_funding_wallet_fails_visibly_and_retries_later(
+    http, factory, no_platform_fee
+):
     from satmachineadmin import crud, payouts
 
     operator = await factory.operator()
@@ -122,10 +134,13 @@ async def test_empty_funding_wallet_fails_visibly_and_retries_later(http, factor
     assert leg["status"] == "failed"
     assert "insufficient" in leg["error"]
     # The balance stays reserved for this owed leg: it cannot be settled twice.
-    assert (await factory.balance_of(operator, client["id"]))["remaining_balance"] == "0.00"
+    assert (await factory.balance_of(operator, client["id"]))[
+        "remaining_balance"
+    ] == "0.00"
     await factory.fund(funding, 5_000)
     await crud.db.execute(
-        "UPDATE satmachineadmin.legs SET updated_at = 0 WHERE id = :id", {"id": leg["id"]}
+        "UPDATE satmachineadmin.legs SET updated_at = 0 WHERE id = :id",
+        {"id": leg["id"]},
     )
     assert await payouts.retry_standalone_legs() == 1
     assert await factory.balance(lp.wallet) == 1_500
@@ -140,7 +155,14 @@ async def test_empty_funding_wallet_fails_visibly_and_retries_later(http, factor
     ],
 )
 async def test_auto_settlement_after_distribution(
-    http, factory, no_platform_fee, threshold_type, threshold_value, deposit, cash_out_fiat, expected_sats
+    http,
+    factory,
+    no_platform_fee,
+    threshold_type,
+    threshold_value,
+    deposit,
+    cash_out_fiat,
+    expected_sats,
 ):
     operator, funding = await _funded_operator(factory)
     machine = await factory.machine(operator)
@@ -161,7 +183,9 @@ async def test_auto_settlement_after_distribution(
     await factory.fund(customer.wallet, 1_000_000)
     fiat_minor = int(cash_out_fiat.replace(".", ""))
     principal = fiat_minor * 150 // 100
-    played = await factory.cash_out(machine, customer.wallet, cash_out_fiat, principal, 0)
+    played = await factory.cash_out(
+        machine, customer.wallet, cash_out_fiat, principal, 0
+    )
     await factory.settlement_of(played["payment_hash"])
     await factory.run_engine()
 
@@ -170,7 +194,11 @@ async def test_auto_settlement_after_distribution(
     balance = await factory.balance_of(operator, client["id"])
     assert balance["remaining_balance"] == "0.00"
     assert balance["cycle_complete"] is True
-    legs = (await http.get(f"{API}/payments?client_id={client['id']}", headers=operator.invoice)).json()
+    legs = (
+        await http.get(
+            f"{API}/payments?client_id={client['id']}", headers=operator.invoice
+        )
+    ).json()
     assert sorted((leg["leg_type"], leg["amount_sats"]) for leg in legs) == sorted(
         [("dca", principal), ("settlement", expected_sats)]
     )
@@ -182,11 +210,51 @@ async def test_auto_settlement_config_refusals(http, factory):
     machine = await factory.machine(operator)
     url = f"{API}/machines/{machine['id']}/auto-settlement"
     cases = [
-        ({"enabled": True, "threshold_type": "absolute", "threshold_value": "50", "funding_wallet_id": other_funding.id}, 403),
-        ({"enabled": True, "threshold_type": "weird", "threshold_value": "50", "funding_wallet_id": funding.id}, 400),
-        ({"enabled": True, "threshold_type": "percent", "threshold_value": "150", "funding_wallet_id": funding.id}, 400),
-        ({"enabled": True, "threshold_type": "absolute", "threshold_value": "-1", "funding_wallet_id": funding.id}, 400),
-        ({"enabled": True, "threshold_type": "absolute", "threshold_value": "1.001", "funding_wallet_id": funding.id}, 400),
+        (
+            {
+                "enabled": True,
+                "threshold_type": "absolute",
+                "threshold_value": "50",
+                "funding_wallet_id": other_funding.id,
+            },
+            403,
+        ),
+        (
+            {
+                "enabled": True,
+                "threshold_type": "weird",
+                "threshold_value": "50",
+                "funding_wallet_id": funding.id,
+            },
+            400,
+        ),
+        (
+            {
+                "enabled": True,
+                "threshold_type": "percent",
+                "threshold_value": "150",
+                "funding_wallet_id": funding.id,
+            },
+            400,
+        ),
+        (
+            {
+                "enabled": True,
+                "threshold_type": "absolute",
+                "threshold_value": "-1",
+                "funding_wallet_id": funding.id,
+            },
+            400,
+        ),
+        (
+            {
+                "enabled": True,
+                "threshold_type": "absolute",
+                "threshold_value": "1.001",
+                "funding_wallet_id": funding.id,
+            },
+            400,
+        ),
         ({"enabled": True, "threshold_type": "absolute", "threshold_value": "50"}, 400),
         ({"enabled": "yes"}, 400),
     ]
@@ -195,14 +263,18 @@ async def test_auto_settlement_config_refusals(http, factory):
         assert response.status_code == status, (body, response.text)
     response = await http.put(url, headers=other.admin, json=cases[0][0])
     assert response.status_code == 404
-    machine_now = (await http.get(f"{API}/machines/{machine['id']}", headers=operator.invoice)).json()
+    machine_now = (
+        await http.get(f"{API}/machines/{machine['id']}", headers=operator.invoice)
+    ).json()
     assert machine_now["auto_settlement"]["enabled"] is False
 
 
 # ---------------------------------------------------------------- fixed mode
 
 
-async def _fixed_setup(http, factory, times, zone, limit="30.00", deposit="1000.00", float_sats=10_000_000):
+async def _fixed_setup(
+    http, factory, times, zone, limit="30.00", deposit="1000.00", float_sats=10_000_000
+):
     operator = await factory.operator()
     machine = await factory.machine(operator)
     await factory.fund(machine["wallet"], float_sats)
@@ -225,7 +297,9 @@ async def _machine_row(machine_id):
     return await crud.get_machine(machine_id)
 
 
-async def test_a_week_of_slots_across_a_dst_change_pays_each_slot_once(http, factory, no_platform_fee):
+async def test_a_week_of_slots_across_a_dst_change_pays_each_slot_once(
+    http, factory, no_platform_fee
+):
     """America/New_York falls back on 2026-11-01: 01:30 happens twice that night."""
     from satmachineadmin import crud, fixed_mode
     from satmachineadmin.faults import EngineCrash, crash_points
@@ -239,13 +313,19 @@ async def test_a_week_of_slots_across_a_dst_change_pays_each_slot_once(http, fac
     tick = start
     crashed = False
     while tick < start + timedelta(days=7):
-        if not crashed and tick.astimezone(zone).hour == 9 and tick.astimezone(zone).day == 31:
+        if (
+            not crashed
+            and tick.astimezone(zone).hour == 9
+            and tick.astimezone(zone).day == 31
+        ):
             # A restart in the middle of a slot: killed after the invoice, before paying.
             crash_points["after_invoice"] = 0
             with pytest.raises(EngineCrash):
                 await fixed_mode.run_slot(row, tick)
             crashed = True
-            await crud.db.execute("UPDATE satmachineadmin.legs SET claimed_until = NULL")
+            await crud.db.execute(
+                "UPDATE satmachineadmin.legs SET claimed_until = NULL"
+            )
         await fixed_mode.run_slot(row, tick)
         tick += timedelta(minutes=30)
 
@@ -256,34 +336,52 @@ async def test_a_week_of_slots_across_a_dst_change_pays_each_slot_once(http, fac
     per_day = defaultdict(int)
     for leg in legs:
         per_day[leg.slot_date] += leg.amount_fiat_minor
-    assert sorted(per_day) == [f"2026-{d}" for d in ("10-29", "10-30", "10-31", "11-01", "11-02", "11-03", "11-04")]
+    assert sorted(per_day) == [
+        f"2026-{d}"
+        for d in ("10-29", "10-30", "10-31", "11-01", "11-02", "11-03", "11-04")
+    ]
     assert all(total == 3_000 for total in per_day.values()), per_day
     assert len(legs) == 21
     assert all(leg.amount_sats == 1_500 for leg in legs)
     assert await factory.balance(lp.wallet) == 21 * 1_500
     assert await factory.balance(flow_lp.wallet) == 0
-    assert (await factory.balance_of(operator, client["id"]))["remaining_balance"] == "790.00"
+    assert (await factory.balance_of(operator, client["id"]))[
+        "remaining_balance"
+    ] == "790.00"
 
 
-async def test_spring_forward_slot_in_the_missing_hour_still_pays_once(http, factory, no_platform_fee):
+async def test_spring_forward_slot_in_the_missing_hour_still_pays_once(
+    http, factory, no_platform_fee
+):
     from satmachineadmin import crud, fixed_mode
 
     zone = ZoneInfo("America/New_York")
-    operator, machine, lp, client, _ = await _fixed_setup(http, factory, ["02:30"], "America/New_York")
+    operator, machine, lp, client, _ = await _fixed_setup(
+        http, factory, ["02:30"], "America/New_York"
+    )
     row = await _machine_row(machine["id"])
     tick = datetime(2027, 3, 14, 0, 0, tzinfo=zone).astimezone(timezone.utc)
     for _ in range(12):
         await fixed_mode.run_slot(row, tick)
         tick += timedelta(minutes=30)
     legs = await crud.list_legs(client_id=client["id"], leg_type="fixed", limit=100)
-    assert [(leg.slot_date, leg.amount_fiat_minor) for leg in legs] == [("2027-03-14", 3_000)]
+    assert [(leg.slot_date, leg.amount_fiat_minor) for leg in legs] == [
+        ("2027-03-14", 3_000)
+    ]
 
 
-async def test_last_slot_pays_the_rest_of_the_day_and_never_more(http, factory, no_platform_fee):
+async def test_last_slot_pays_the_rest_of_the_day_and_never_more(
+    http, factory, no_platform_fee
+):
     from satmachineadmin import crud, fixed_mode
 
     operator, machine, lp, client, _ = await _fixed_setup(
-        http, factory, ["08:00", "12:00", "16:00"], "UTC", limit="10.00", deposit="25.00"
+        http,
+        factory,
+        ["08:00", "12:00", "16:00"],
+        "UTC",
+        limit="10.00",
+        deposit="25.00",
     )
     row = await _machine_row(machine["id"])
     day = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -299,16 +397,22 @@ async def test_last_slot_pays_the_rest_of_the_day_and_never_more(http, factory, 
     for hour in (8, 12, 16):
         await fixed_mode.run_slot(row, day_three.replace(hour=hour))
     legs = await crud.list_legs(client_id=client["id"], leg_type="fixed", limit=100)
-    assert sum(leg.amount_fiat_minor for leg in legs) == 2_500  # never more than deposited
+    assert (
+        sum(leg.amount_fiat_minor for leg in legs) == 2_500
+    )  # never more than deposited
     balance = await factory.balance_of(operator, client["id"])
     assert balance["remaining_balance"] == "0.00"
     assert balance["cycle_complete"] is True
 
 
-async def test_manual_run_racing_the_scheduler_pays_once(http, factory, no_platform_fee):
+async def test_manual_run_racing_the_scheduler_pays_once(
+    http, factory, no_platform_fee
+):
     from satmachineadmin import crud, fixed_mode
 
-    operator, machine, lp, client, _ = await _fixed_setup(http, factory, ["00:00"], "UTC")
+    operator, machine, lp, client, _ = await _fixed_setup(
+        http, factory, ["00:00"], "UTC"
+    )
     row = await _machine_row(machine["id"])
     results = await asyncio.gather(
         fixed_mode.run_slot(row),
@@ -323,10 +427,14 @@ async def test_manual_run_racing_the_scheduler_pays_once(http, factory, no_platf
     assert await factory.balance(lp.wallet) == 30_00 * 150 // 100
 
 
-async def test_no_rate_skips_the_slot_with_the_reason_and_pays_nothing(http, factory, no_platform_fee):
+async def test_no_rate_skips_the_slot_with_the_reason_and_pays_nothing(
+    http, factory, no_platform_fee
+):
     from satmachineadmin import crud, rates
 
-    operator, machine, lp, client, _ = await _fixed_setup(http, factory, ["00:00"], "UTC")
+    operator, machine, lp, client, _ = await _fixed_setup(
+        http, factory, ["00:00"], "UTC"
+    )
     working = rates.service_rate
 
     async def offline(currency: str) -> float:
@@ -334,7 +442,9 @@ async def test_no_rate_skips_the_slot_with_the_reason_and_pays_nothing(http, fac
 
     rates.service_rate = offline
     try:
-        response = await http.post(f"{API}/machines/{machine['id']}/fixed-run", headers=operator.admin)
+        response = await http.post(
+            f"{API}/machines/{machine['id']}/fixed-run", headers=operator.admin
+        )
     finally:
         rates.service_rate = working
     assert response.status_code == 200, response.text
@@ -342,7 +452,9 @@ async def test_no_rate_skips_the_slot_with_the_reason_and_pays_nothing(http, fac
     assert [leg.status for leg in legs] == ["skipped"]
     assert "no exchange rate" in legs[0].error
     assert await factory.balance(lp.wallet) == 0
-    assert (await factory.balance_of(operator, client["id"]))["remaining_balance"] == "1000.00"
+    assert (await factory.balance_of(operator, client["id"]))[
+        "remaining_balance"
+    ] == "1000.00"
 
 
 async def test_fixed_schedule_refusals(http, factory):
@@ -360,5 +472,7 @@ async def test_fixed_schedule_refusals(http, factory):
         response = await http.put(url, headers=operator.admin, json=body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["detail"]
-    response = await http.post(f"{API}/machines/{machine['id']}/fixed-run", headers=operator.admin)
+    response = await http.post(
+        f"{API}/machines/{machine['id']}/fixed-run", headers=operator.admin
+    )
     assert response.status_code == 409

@@ -15,7 +15,9 @@ async def test_operator_flow_machine_lp_deposit_balance(http, factory):
     assert client["dca_mode"] == "flow"
 
     response = await http.post(
-        f"{API}/deposits", headers=operator.admin, json={"client_id": client["id"], "amount": "690.00"}
+        f"{API}/deposits",
+        headers=operator.admin,
+        json={"client_id": client["id"], "amount": "690.00"},
     )
     assert response.status_code == 201, response.text
     deposit = response.json()
@@ -27,7 +29,9 @@ async def test_operator_flow_machine_lp_deposit_balance(http, factory):
     assert balance["total_deposits"] == "0.00"
     assert balance["remaining_balance"] == "0.00"
 
-    response = await http.post(f"{API}/deposits/{deposit['id']}/confirm", headers=operator.admin)
+    response = await http.post(
+        f"{API}/deposits/{deposit['id']}/confirm", headers=operator.admin
+    )
     assert response.status_code == 200
     assert response.json()["status"] == "confirmed"
     balance = await factory.balance_of(operator, client["id"])
@@ -43,6 +47,10 @@ async def test_operator_flow_machine_lp_deposit_balance(http, factory):
     }
 
     # Confirming twice is a conflict and changes nothing.
-    response = await http.post(f"{API}/deposits/{deposit['id']}/confirm", headers=operator.admin)
+    response = await http.post(
+        f"{API}/deposits/{deposit['id']}/confirm", headers=operator.admin
+    )
     assert response.status_code == 409
-    assert (await factory.balance_of(operator, client["id"]))["total_deposits"] == "690.00"
+    assert (await factory.balance_of(operator, client["id"]))[
+        "total_deposits"
+    ] == "690.00"
