@@ -762,3 +762,37 @@ async def api_fixed_run(
     if not json.loads(machine.fixed_times or "[]"):
         raise Conflict("this machine has no fixed-mode schedule (PUT fixed-schedule)")
     return [leg_out(leg) for leg in await fixed_mode.run_slot(machine)]
+
+
+# ---------------------------------------------------------------- audit trail
+
+
+class AuditOut(BaseModel):
+    id: str
+    actor_user_id: str
+    action: str
+    entity_type: str
+    entity_id: str
+    detail: Optional[dict]
+    created_at: Optional[str]
+
+
+@satmachineadmin_api_router.get("/audit", response_model=list[AuditOut])
+async def api_audit_log(
+    entity_id: Optional[str] = Query(None, max_length=64),
+    limit: int = Query(200, ge=1, le=1000),
+    operator: str = Depends(operator_reader),
+) -> list[AuditOut]:
+    entries = await crud.get_audit_log(operator, entity_id, limit)
+    return [
+        AuditOut(
+            id=entry.id,
+            actor_user_id=entry.actor_user_id,
+            action=entry.action,
+            entity_type=entry.entity_type,
+            entity_id=entry.entity_id,
+            detail=json.loads(entry.detail) if entry.detail else None,
+            created_at=iso(entry.created_at),
+        )
+        for entry in entries
+    ]
