@@ -18,6 +18,7 @@ from .calculations import (
 from .distribution import LEASE_SECONDS, rate_text, wake_engine
 from .errors import BadInput, Conflict, NotFound, Refused
 from .models import Settlement, SettlementNote
+from .payouts import reconcile_leg
 
 
 async def operator_settlement(operator_user_id: str, settlement_id: str) -> Settlement:
@@ -27,7 +28,9 @@ async def operator_settlement(operator_user_id: str, settlement_id: str) -> Sett
     return settlement
 
 
-async def append_note(author_user_id: str, settlement_id: str, note: str) -> SettlementNote:
+async def append_note(
+    author_user_id: str, settlement_id: str, note: str
+) -> SettlementNote:
     text = note.strip()
     if not text:
         raise BadInput("note: must not be empty")
@@ -50,8 +53,13 @@ async def add_operator_note(
     entry = await append_note(operator_user_id, settlement.id, note)
     async with crud.transaction() as tx:
         await crud.add_audit(
-            tx, operator_user_id, operator_user_id, "settlement.note", "settlement",
-            settlement.id, {"note_id": entry.id},
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "settlement.note",
+            "settlement",
+            settlement.id,
+            {"note_id": entry.id},
         )
     return entry
 
@@ -59,12 +67,21 @@ async def add_operator_note(
 async def retry(operator_user_id: str, settlement_id: str) -> Settlement:
     settlement = await operator_settlement(operator_user_id, settlement_id)
     if settlement.status != "errored":
-        raise Conflict(f"settlement is {settlement.status}; only an errored one can be retried")
+        raise Conflict(
+            f"settlement is {settlement.status}; only an errored one can be retried"
+        )
     async with crud.transaction() as tx:
-        if not await crud.set_settlement_status(tx, settlement.id, ["errored"], "pending"):
+        if not await crud.set_settlement_status(
+            tx, settlement.id, ["errored"], "pending"
+        ):
             raise Conflict("settlement changed meanwhile; reload and try again")
         await crud.add_audit(
-            tx, operator_user_id, operator_user_id, "settlement.retry", "settlement", settlement.id
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "settlement.retry",
+            "settlement",
+            settlement.id,
         )
     wake_engine()
     refreshed = await crud.get_settlement(settlement.id)
@@ -83,9 +100,17 @@ async def partial_dispense(
         raise BadInput("give exactly one of dispensed_fraction or dispensed_fiat")
     if settlement.status == "rejected":
         raise Conflict("a rejected settlement pays nothing and cannot be rescaled")
+    if settlement.tx_type != "cash_out":
+        # Rescaling would also rewrite wire_sats as principal + fee, a cash-out's sum.
+        raise Refused(
+            "only a cash-out dispenses cash; a cash-in cannot be partially dispensed"
+        )
     if dispensed_fraction is not None:
         if not dispensed_fraction.is_finite() or not 0 < dispensed_fraction <= 1:
             raise BadInput("dispensed_fraction: must be greater than 0 and at most 1")
+        if dispensed_fraction.as_tuple().exponent < -18:  # type: ignore[operator]
+            # 1E-999999999 would build a billion-digit integer and stall LNbits.
+            raise BadInput("dispensed_fraction: at most 18 decimal places")
         dispensed_minor = dispensed_fiat_from_fraction(
             settlement.fiat_amount_minor, dispensed_fraction
         )
@@ -102,9 +127,16 @@ async def partial_dispense(
         )
     # Take the settlement the way a worker does, so no engine pays it meanwhile.
     token = crud.new_id()
-    if not await crud.claim_settlement(settlement.id, token, LEASE_SECONDS, any_status=True):
+    if not await crud.claim_settlement(
+        settlement.id, token, LEASE_SECONDS, any_status=True
+    ):
         raise Conflict("the settlement is being processed right now; try again shortly")
     try:
+        for leg in await crud.list_settlement_legs(settlement.id):
+            if leg.status in ("pending", "failed") and leg.payment_hash:
+                # LNbits may have paid it before a crash kept the row from saying so:
+                # voiding and re-planning such a leg would pay it twice.
+                await reconcile_leg(leg)
         if await crud.count_completed_legs(settlement.id):
             raise Refused(
                 "a leg of this settlement has already been paid; Lightning payments "
@@ -117,10 +149,11 @@ async def partial_dispense(
             settlement.platform_fee_sats,
             dispensed_minor,
         )
+        currency = settlement.currency
         memo = (
-            f"partial dispense: {format_fiat(dispensed_minor, settlement.currency)} of "
-            f"{format_fiat(settlement.fiat_amount_minor, settlement.currency)} "
-            f"{settlement.currency} dispensed; principal {settlement.principal_sats} -> "
+            f"partial dispense: {format_fiat(dispensed_minor, currency)} of "
+            f"{format_fiat(settlement.fiat_amount_minor, currency)} {currency} "
+            f"dispensed; principal {settlement.principal_sats} -> "
             f"{rescaled.principal_sats} sats, fee {settlement.fee_sats} -> "
             f"{rescaled.fee_sats} sats (platform {settlement.platform_fee_sats} -> "
             f"{rescaled.platform_fee_sats})"
@@ -136,15 +169,25 @@ async def partial_dispense(
                 platform_fee_sats=rescaled.platform_fee_sats,
                 operator_fee_sats=rescaled.operator_fee_sats,
                 wire_sats=rescaled.wire_sats,
-                exchange_rate=rate_text(rescaled.principal_sats, rescaled.fiat_minor, settlement.currency),
+                exchange_rate=rate_text(
+                    rescaled.principal_sats, rescaled.fiat_minor, settlement.currency
+                ),
             )
             await crud.add_audit(
-                tx, operator_user_id, operator_user_id, "settlement.partial_dispense",
-                "settlement", settlement.id, {"memo": memo},
+                tx,
+                operator_user_id,
+                operator_user_id,
+                "settlement.partial_dispense",
+                "settlement",
+                settlement.id,
+                {"memo": memo},
             )
     except BaseException:
+        # A "processing" one we could claim had a dead worker's expired lease: put it
+        # back as pending (due), not as a processing row with no lease, never due again.
+        restored = "pending" if settlement.status == "processing" else settlement.status
         await crud.finish_settlement(
-            settlement.id, token, settlement.status, settlement.error, settlement.next_attempt_at
+            settlement.id, token, restored, settlement.error, settlement.next_attempt_at
         )
         raise
     await append_note(operator_user_id, settlement.id, memo)

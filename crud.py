@@ -777,7 +777,7 @@ async def set_settlement_status(
     marks = ", ".join(f":{k}" for k in keys)
     changed = await tx.execute(
         f"UPDATE satmachineadmin.settlements SET status = :to, next_attempt_at = 0, "  # noqa: S608
-        f"updated_at = :now WHERE id = :id AND status IN ({marks})",
+        f"error = NULL, updated_at = :now WHERE id = :id AND status IN ({marks})",
         {"id": settlement_id, "to": to_status, "now": now(), **keys},
     )
     return changed == 1
@@ -1185,3 +1185,146 @@ async def list_scheduled_machines() -> list[Machine]:
         {},
         Machine,
     )
+
+
+# ---------------------------------------------------------------- Lamassu (lamassu.py)
+
+LAMASSU_CONFIG_COLUMNS = (
+    "operator_user_id",
+    "host",
+    "port",
+    "database_name",
+    "username",
+    "password_encrypted",
+    "sslmode",
+    "poll_interval_seconds",
+    "lookback_hours",
+    "enabled",
+    "last_poll_at",
+    "last_success_at",
+    "last_error",
+    "last_found",
+    "last_new",
+    "unknown_devices",
+    "newest_created_seen",
+    "consecutive_failures",
+    "next_poll_at",
+    "created_at",
+    "updated_at",
+)
+LAMASSU_SETTINGS_COLUMNS = (
+    "host",
+    "port",
+    "database_name",
+    "username",
+    "password_encrypted",
+    "sslmode",
+    "poll_interval_seconds",
+    "lookback_hours",
+    "enabled",
+    "consecutive_failures",
+    "next_poll_at",
+    "updated_at",
+)
+LAMASSU_STATUS_COLUMNS = (
+    "last_poll_at",
+    "last_success_at",
+    "last_error",
+    "last_found",
+    "last_new",
+    "unknown_devices",
+    "newest_created_seen",
+    "consecutive_failures",
+    "next_poll_at",
+)
+
+
+async def get_lamassu_config_row(operator_user_id: str) -> dict | None:
+    row: Any = await db.fetchone(
+        "SELECT * FROM satmachineadmin.lamassu_config WHERE operator_user_id = :op",
+        {"op": operator_user_id},
+    )
+    return dict(row) if row else None
+
+
+async def upsert_lamassu_config(tx: Tx, values: dict, insert: bool) -> None:
+    """Insert a whole row, or update only the settings (never the poll status)."""
+    if insert:
+        await tx.execute(
+            "INSERT INTO satmachineadmin.lamassu_config "
+            f"({', '.join(LAMASSU_CONFIG_COLUMNS)}) "
+            f"VALUES ({', '.join(':' + c for c in LAMASSU_CONFIG_COLUMNS)})",
+            {c: values[c] for c in LAMASSU_CONFIG_COLUMNS},
+        )
+        return
+    await tx.execute(
+        "UPDATE satmachineadmin.lamassu_config SET "
+        + ", ".join(f"{c} = :{c}" for c in LAMASSU_SETTINGS_COLUMNS)
+        + " WHERE operator_user_id = :operator_user_id",
+        {c: values[c] for c in (*LAMASSU_SETTINGS_COLUMNS, "operator_user_id")},
+    )
+
+
+async def list_due_lamassu_configs(moment: int) -> list[dict]:
+    rows: list[Any] = await db.fetchall(
+        "SELECT * FROM satmachineadmin.lamassu_config "
+        "WHERE enabled = TRUE AND next_poll_at <= :now ORDER BY next_poll_at",
+        {"now": moment},
+    )
+    return [dict(r) for r in rows]
+
+
+async def claim_lamassu_poll(operator_user_id: str, expected: int, until: int) -> bool:
+    """Lease a due poll: of two processes seeing it due, exactly one gets rowcount 1."""
+    changed = await db.execute(
+        "UPDATE satmachineadmin.lamassu_config SET next_poll_at = :until "
+        "WHERE operator_user_id = :op AND next_poll_at = :expected",
+        {"op": operator_user_id, "expected": expected, "until": until},
+    )
+    return changed.rowcount == 1
+
+
+async def save_lamassu_poll_status(operator_user_id: str, values: dict) -> None:
+    unknown = set(values) - set(LAMASSU_STATUS_COLUMNS)
+    if unknown:
+        raise ValueError(f"not status columns: {sorted(unknown)}")
+    await db.execute(
+        "UPDATE satmachineadmin.lamassu_config SET "
+        + ", ".join(f"{c} = :{c}" for c in values)
+        + " WHERE operator_user_id = :op",
+        {**values, "op": operator_user_id},
+    )
+
+
+async def known_lamassu_settlements(
+    machine_ids: Sequence[str], external_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    """(machine_id, external_id) among these that already are Lamassu settlements."""
+    if not machine_ids or not external_ids:
+        return set()
+    machines = {f"m{i}": m for i, m in enumerate(machine_ids)}
+    externals = {f"e{i}": e for i, e in enumerate(external_ids)}
+    rows: list[Any] = await db.fetchall(
+        "SELECT machine_id, external_id FROM satmachineadmin.settlements "
+        f"WHERE machine_id IN ({', '.join(':' + k for k in machines)}) "
+        "AND source = 'lamassu' "
+        f"AND external_id IN ({', '.join(':' + k for k in externals)})",
+        {**machines, **externals},
+    )
+    return {(r["machine_id"], r["external_id"]) for r in rows}
+
+
+async def known_lamassu_external_ids(
+    machine_ids: Sequence[str], since: int
+) -> set[tuple[str, str]]:
+    """(machine_id, external_id) of Lamassu settlements landed since `since`."""
+    if not machine_ids:
+        return set()
+    machines = {f"m{i}": m for i, m in enumerate(machine_ids)}
+    rows: list[Any] = await db.fetchall(
+        "SELECT machine_id, external_id FROM satmachineadmin.settlements "
+        f"WHERE machine_id IN ({', '.join(':' + k for k in machines)}) "
+        "AND source = 'lamassu' AND created_at >= :since",
+        {**machines, "since": since},
+    )
+    return {(r["machine_id"], r["external_id"]) for r in rows}

@@ -39,6 +39,10 @@ async def enter_settlement(
             raise BadInput("principal_sats or exchange_rate is required")
         if exchange_rate <= 0:
             raise BadInput("exchange_rate: must be greater than zero")
+        # Bounded before any exact arithmetic: 1E+999999999 or 1E-999999999 would
+        # build a billion-digit integer and stall the whole LNbits event loop.
+        if exchange_rate > MAX_SATS or exchange_rate.as_tuple().exponent < -18:  # type: ignore[operator]
+            raise BadInput("exchange_rate: sats per fiat unit, at most 18 decimals")
         principal_sats = fiat_to_sats(fiat_minor, exchange_rate, machine.fiat_currency)
     if principal_sats <= 0 or principal_sats > MAX_SATS:
         raise BadInput("principal_sats: must be between 1 and 21 million BTC in sats")
@@ -46,9 +50,15 @@ async def enter_settlement(
         raise BadInput("fee_sats: must not be negative")
     if tx_type == "cash_in" and fee_sats > principal_sats:
         raise BadInput("fee_sats: a cash-in fee cannot exceed its principal")
-    wire = principal_sats + fee_sats if tx_type == "cash_out" else principal_sats - fee_sats
+    wire = (
+        principal_sats + fee_sats
+        if tx_type == "cash_out"
+        else principal_sats - fee_sats
+    )
     if await crud.find_settlement(machine.id, "manual", external_id):
-        raise Conflict(f"a manual settlement with reference {external_id} already exists")
+        raise Conflict(
+            f"a manual settlement with reference {external_id} already exists"
+        )
     landed = await land_settlement(
         machine=machine,
         source="manual",
@@ -61,7 +71,9 @@ async def enter_settlement(
         raw_payload={"entered_by": operator_user_id, "notes": notes},
     )
     if landed is None:
-        raise Conflict(f"a manual settlement with reference {external_id} already exists")
+        raise Conflict(
+            f"a manual settlement with reference {external_id} already exists"
+        )
     if notes:
         from .corrections import append_note
 
@@ -74,7 +86,11 @@ async def enter_settlement(
             "settlement.manual",
             "settlement",
             landed.id,
-            {"external_id": external_id, "fiat_minor": fiat_minor,
-             "principal_sats": principal_sats, "fee_sats": fee_sats},
+            {
+                "external_id": external_id,
+                "fiat_minor": fiat_minor,
+                "principal_sats": principal_sats,
+                "fee_sats": fee_sats,
+            },
         )
     return landed
