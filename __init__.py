@@ -18,9 +18,11 @@ satmachineadmin_ext: APIRouter = APIRouter(
 from .tasks import start_background_work, stop_background_work  # noqa: E402
 from .views import satmachineadmin_generic_router  # noqa: E402
 from .views_api import satmachineadmin_api_router  # noqa: E402
+from .views_api_lamassu import satmachineadmin_lamassu_router  # noqa: E402
 
 satmachineadmin_ext.include_router(satmachineadmin_generic_router)
 satmachineadmin_ext.include_router(satmachineadmin_api_router)
+satmachineadmin_ext.include_router(satmachineadmin_lamassu_router)
 
 scheduled_tasks: list[asyncio.Task] = []
 

@@ -566,10 +566,21 @@ async def replace_commission_rules(
 # ---------------------------------------------------------------- settlements
 
 
-async def insert_settlement_if_new(settlement: Settlement) -> bool:
-    """Insert unless (machine, source, external_id) or the payment is already known."""
+async def insert_settlements_if_new(settlements: Sequence[Settlement]) -> list[Settlement]:
+    """Insert each unless (machine, source, external_id) or its payment is known; one
+    transaction for all of them. Returns the ones inserted."""
+    inserted = []
     async with transaction() as tx:
-        existing = await tx.fetchone(
+        for settlement in settlements:
+            if await _settlement_known(tx, settlement):
+                continue
+            await tx.insert("satmachineadmin.settlements", settlement)
+            inserted.append(settlement)
+    return inserted
+
+
+async def _settlement_known(tx: Tx, settlement: Settlement) -> bool:
+    existing = await tx.fetchone(
             "SELECT id FROM satmachineadmin.settlements WHERE "
             "(machine_id = :machine AND source = :source AND external_id = :ext) "
             "OR (payment_hash IS NOT NULL AND payment_hash = :hash)",
@@ -580,10 +591,7 @@ async def insert_settlement_if_new(settlement: Settlement) -> bool:
                 "hash": settlement.payment_hash,
             },
         )
-        if existing:
-            return False
-        await tx.insert("satmachineadmin.settlements", settlement)
-    return True
+    return bool(existing)
 
 
 async def get_settlement(settlement_id: str, tx: Optional[Tx] = None) -> Optional[Settlement]:

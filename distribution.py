@@ -16,6 +16,7 @@ Life of a settlement
 
 import asyncio
 import json
+import os
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -43,9 +44,10 @@ def wake_engine() -> None:
     _wake.set()
 
 
-async def land_settlement(
+def settlement_draft(
     *,
     machine: Machine,
+    super_fee_fraction: Decimal,
     source: str,
     external_id: str,
     tx_type: str,
@@ -58,18 +60,11 @@ async def land_settlement(
     raw_payload: Optional[dict] = None,
     payment_hash: Optional[str] = None,
     external_created_at: Optional[int] = None,
-    notes_author: Optional[str] = None,
-) -> Optional[Settlement]:
-    """Record one successful ATM transaction as a pending settlement, exactly once.
-
-    Returns the new settlement, or None when (machine, source, external_id) or the
-    payment was already known: seeing a transaction again is harmless.
-    """
-    config = await crud.get_platform_config()
-    fraction = Decimal(config.super_fee_fraction)
-    commission = split_commission(fee_sats, fraction, [])
+) -> Settlement:
+    """A pending settlement with the platform fraction in force now locked on it."""
+    commission = split_commission(fee_sats, super_fee_fraction, [])
     moment = crud.now()
-    settlement = Settlement(
+    return Settlement(
         id=crud.new_id(),
         machine_id=machine.id,
         operator_user_id=machine.operator_user_id,
@@ -84,27 +79,21 @@ async def land_settlement(
         principal_sats=principal_sats,
         fee_sats=fee_sats,
         fee_fraction=fee_fraction,
-        super_fee_fraction=str(fraction),
+        super_fee_fraction=str(super_fee_fraction),
         platform_fee_sats=commission.platform_fee_sats,
         operator_fee_sats=commission.operator_fee_sats,
-        exchange_rate=rate_text(principal_sats, fiat_amount_minor, machine.fiat_currency),
+        exchange_rate=rate_text(
+            principal_sats, fiat_amount_minor, machine.fiat_currency
+        ),
         estimated=estimated,
         raw_payload=json.dumps(raw_payload, default=str) if raw_payload else None,
         external_created_at=external_created_at,
         created_at=moment,
         updated_at=moment,
     )
-    if not await crud.insert_settlement_if_new(settlement):
-        return None
-    logger.info(
-        f"satmachineadmin: settlement {settlement.id} landed from {source} "
-        f"({tx_type}, {principal_sats}+{fee_sats} sats) at machine {machine.id}"
-    )
-    wake_engine()
-    return settlement
 
 
-async def land_rejected(
+def rejected_draft(
     *,
     machine: Machine,
     source: str,
@@ -113,10 +102,10 @@ async def land_rejected(
     raw_payload: Any,
     payment_hash: Optional[str] = None,
     tx_type: str = "cash_out",
-) -> Optional[Settlement]:
-    """Keep a malformed transaction as a `rejected` settlement: visible, never paid."""
+) -> Settlement:
+    """A malformed transaction kept as a `rejected` settlement: visible, never paid."""
     moment = crud.now()
-    settlement = Settlement(
+    return Settlement(
         id=crud.new_id(),
         machine_id=machine.id,
         operator_user_id=machine.operator_user_id,
@@ -131,13 +120,54 @@ async def land_rejected(
         created_at=moment,
         updated_at=moment,
     )
-    if not await crud.insert_settlement_if_new(settlement):
-        return None
-    logger.warning(
-        f"satmachineadmin: rejected {source} transaction {external_id} at machine "
-        f"{machine.id}: {reason}"
+
+
+async def current_super_fee_fraction() -> Decimal:
+    return Decimal((await crud.get_platform_config()).super_fee_fraction)
+
+
+async def land_batch(drafts: list[Settlement]) -> list[Settlement]:
+    """Record many transactions in one transaction (a catch-up): the new ones only."""
+    landed = await crud.insert_settlements_if_new(drafts)
+    for settlement in landed:
+        _log_landed(settlement)
+    if any(s.status == "pending" for s in landed):
+        wake_engine()
+    return landed
+
+
+async def land_settlement(*, machine: Machine, **fields: Any) -> Optional[Settlement]:
+    """Record one successful ATM transaction as a pending settlement, exactly once.
+
+    Returns the new settlement, or None when (machine, source, external_id) or the
+    payment was already known: seeing a transaction again is harmless.
+    """
+    draft = settlement_draft(
+        machine=machine, super_fee_fraction=await current_super_fee_fraction(), **fields
     )
-    return settlement
+    landed = await land_batch([draft])
+    return landed[0] if landed else None
+
+
+async def land_rejected(*, machine: Machine, **fields: Any) -> Optional[Settlement]:
+    """Keep a malformed transaction as a `rejected` settlement: visible, never paid."""
+    landed = await land_batch([rejected_draft(machine=machine, **fields)])
+    return landed[0] if landed else None
+
+
+def _log_landed(settlement: Settlement) -> None:
+    if settlement.status == "rejected":
+        logger.warning(
+            f"satmachineadmin: rejected {settlement.source} transaction "
+            f"{settlement.external_id} at machine {settlement.machine_id}: "
+            f"{settlement.error}"
+        )
+        return
+    logger.info(
+        f"satmachineadmin: settlement {settlement.id} landed from {settlement.source} "
+        f"({settlement.tx_type}, {settlement.principal_sats}+{settlement.fee_sats} "
+        f"sats) at machine {settlement.machine_id}"
+    )
 
 
 def rate_text(principal_sats: int, fiat_minor: int, currency: str) -> Optional[str]:
@@ -147,7 +177,10 @@ def rate_text(principal_sats: int, fiat_minor: int, currency: str) -> Optional[s
 
 # ---------------------------------------------------------------- engine
 
-LEASE_SECONDS = 120
+# How long a claim on a settlement lasts before another worker may take it over (a
+# worker that died mid-distribution). SATMACHINE_LEASE_SECONDS shortens it for tests
+# that kill the server process and restart it.
+LEASE_SECONDS = int(os.environ.get("SATMACHINE_LEASE_SECONDS", "120"))
 
 
 async def process_settlement(settlement_id: str) -> Optional[str]:
@@ -196,7 +229,8 @@ async def _finish(settlement: Settlement, token: str, machine: Machine) -> str:
         reason = f"insufficient float: need {need} sats"
     else:
         reason = "; ".join(
-            f"{leg.leg_type} leg {leg.id[:8]}: {leg.error or leg.status}" for leg in open_legs
+            f"{leg.leg_type} leg {leg.id[:8]}: {leg.error or leg.status}"
+            for leg in open_legs
         )
     await _finish_errored(settlement, token, reason)
     return "errored"
@@ -229,9 +263,9 @@ async def after_processed(settlement: Settlement, machine: Machine) -> None:
     try:
         await auto_settle_after(settlement, machine)
     except Exception:
-        logger.exception(f"satmachineadmin: auto-settlement after {settlement.id} failed")
-
-
+        logger.exception(
+            f"satmachineadmin: auto-settlement after {settlement.id} failed"
+        )
 
 
 async def wait_for_work(timeout: float) -> None:

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field, validator
+from pydantic.errors import DictError
 
 from .calculations import format_fiat
 
@@ -240,6 +241,14 @@ class _Request(BaseModel):
     class Config:
         extra = "forbid"
         anystr_strip_whitespace = True
+
+    @classmethod
+    def validate(cls, value: Any) -> Any:
+        # pydantic v1 would take dict(value): a body of [] (an empty update) or
+        # [["amount", "5"], ...] would pass. A JSON body is an object, nothing else.
+        if not isinstance(value, (dict, cls)):
+            raise DictError()
+        return super().validate(value)
 
     @validator("*", pre=True)
     def _plain_text(cls, value: Any, field: Any) -> Any:

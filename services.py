@@ -368,7 +368,11 @@ async def set_commission_rules(
         # Bounded before any exact arithmetic: "1e999999999" would take minutes.
         if not percent.is_finite() or not 0 < percent <= 100:
             raise BadInput(f"legs[{position}].percent: must be > 0 and at most 100")
-        if percent.normalize().as_tuple().exponent < -4:  # type: ignore[operator]
+        # Judged on the digits, not normalize(): its context would round 1e-999999999
+        # to 0. Trailing zeros carry no value ("50.00000" is fine).
+        _, digits, exponent = percent.as_tuple()
+        zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+        if exponent + zeros < -4:  # type: ignore[operator]
             raise BadInput(f"legs[{position}].percent: at most 4 decimal places")
         percents.append(percent)
     if legs:

@@ -13,11 +13,12 @@ from lnbits.core.models import Payment
 from lnbits.settings import settings
 from loguru import logger
 
-from . import bitspire, distribution, fixed_mode, payouts
+from . import bitspire, distribution, fixed_mode, lamassu, payouts
 
 ENGINE_IDLE_SECONDS = 5
 SWEEP_INTERVAL_SECONDS = 30
 SCHEDULER_INTERVAL_SECONDS = 30
+LAMASSU_TICK_SECONDS = 10
 
 # asyncio keeps only weak references to tasks: hold them until they finish.
 _handoffs: set[asyncio.Task] = set()
@@ -52,6 +53,10 @@ async def sweep_once() -> None:
     await bitspire.sweep_all()
 
 
+async def lamassu_once() -> None:
+    await lamassu.poll_all_due()
+
+
 async def scheduler_once() -> None:
     await fixed_mode.run_due_slots()
     await payouts.retry_standalone_legs()
@@ -71,6 +76,9 @@ def start_background_work() -> None:
             sweep_once, name="satmachineadmin_sweep", interval=SWEEP_INTERVAL_SECONDS
         )
         task_manager.create_permanent_task(
+            lamassu_once, name="satmachineadmin_lamassu", interval=LAMASSU_TICK_SECONDS
+        )
+        task_manager.create_permanent_task(
             scheduler_once,
             name="satmachineadmin_scheduler",
             interval=SCHEDULER_INTERVAL_SECONDS,
@@ -85,7 +93,12 @@ def stop_background_work() -> None:
         "satmachineadmin_engine",
         "satmachineadmin_sweep",
         "satmachineadmin_scheduler",
+        "satmachineadmin_lamassu",
     ):
         task = task_manager.get_task(name)
         if task:
             task_manager.cancel_task(task)
+    try:
+        _hand_off(lamassu.close_connections())
+    except RuntimeError:  # no running loop: nothing is connected either
+        pass

@@ -24,6 +24,7 @@ from . import (
     corrections,
     crud,
     fixed_mode,
+    lamassu,
     manual,
     services,
     small_balances,
@@ -608,7 +609,10 @@ async def api_health(operator: str = Depends(operator_reader)) -> dict:
         )
     counts = await crud.settlement_status_counts(operator)
     stuck = await crud.count_stuck_settlements(operator, crud.now() - 600)
+    lamassu_status = lamassu.status_out(await lamassu.get_config(operator))
     return {
+        "lamassu": lamassu_status,
+        "scheduler_alive": task_manager.get_task("satmachineadmin_scheduler") is not None,
         "listener_alive": task_manager.get_task("ext_satmachineadmin_invoice_listener")
         is not None,
         "engine_alive": task_manager.get_task("satmachineadmin_engine") is not None,

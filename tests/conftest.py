@@ -388,3 +388,18 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
 
 
 __all__ = ["Decimal"]
+
+
+@pytest.fixture
+async def drained_engine(factory: Factory) -> None:
+    """Tests share one database: settlements other tests left due are processed first,
+    so this test's engine runs see only its own work."""
+    from satmachineadmin import crud, distribution
+
+    await distribution.run_due_settlements(limit=10_000)
+    # Whatever could not finish (an unfunded float) must not become due mid-test.
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET next_attempt_at = :later "
+        "WHERE status = 'errored'",
+        {"later": crud.now() + 86_400},
+    )

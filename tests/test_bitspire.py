@@ -15,6 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+pytestmark = pytest.mark.usefixtures("drained_engine")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

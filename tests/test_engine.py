@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("drained_engine")
+
 FIELD_REPORT_BALANCES = ["690.00", "7.54", "2.38", "0.07"]
 
 

@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("drained_engine")
+
 CHECKPOINTS = [
     ("after_claim", 0),
     ("after_plan", 0),

@@ -7,6 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("drained_engine")
+
 API = "/satmachineadmin/api/v1"
 
 

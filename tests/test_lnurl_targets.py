@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("drained_engine")
+
 
 @pytest.fixture(autouse=True)
 def private_lnurl_servers_allowed():

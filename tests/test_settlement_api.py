@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("drained_engine")
+
 API = "/satmachineadmin/api/v1"
 
 
