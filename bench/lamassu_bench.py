@@ -83,6 +83,7 @@ def cash_out_records(devices: list[str], count: int, noise: int) -> list[tuple]:
 async def make_operator(devices: list[str]) -> str:
     from lnbits.core.crud import create_account, create_wallet
     from lnbits.core.models import Account
+
     from satmachineadmin import crud
     from satmachineadmin.models import Machine
 

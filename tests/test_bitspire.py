@@ -389,6 +389,7 @@ async def test_the_listener_keeps_working_after_a_burst_of_bad_payments(
 )
 async def test_a_payment_without_the_bitspire_marker_is_ignored(factory, atm, extra):
     from lnbits.core.services import create_invoice, pay_invoice
+
     from satmachineadmin import bitspire
 
     before = await factory.balance(atm.machine["wallet"])
@@ -413,6 +414,7 @@ async def test_a_payment_without_the_bitspire_marker_is_ignored(factory, atm, ex
 
 async def test_a_bitspire_payment_to_a_wallet_that_is_no_machine_is_ignored(factory, atm):
     from lnbits.core.services import create_invoice, pay_invoice
+
     from satmachineadmin import bitspire
 
     stranger = await factory.user()
@@ -486,6 +488,7 @@ async def test_the_same_txid_in_two_payments_is_paid_once(factory, super_user, a
 
 async def test_a_payment_seen_by_listener_and_sweep_lands_once(factory, super_user, atm):
     from lnbits.core.crud import get_standalone_payment
+
     from satmachineadmin import bitspire, crud, tasks
 
     await factory.platform(super_user, "0", None)

@@ -248,6 +248,7 @@ async def test_sweep_catches_every_payment_missed_while_down(
 ):
     """More cash-outs than one LNbits page while the listener was not running."""
     from lnbits.core.services import create_invoice, pay_invoice
+
     from satmachineadmin import bitspire, crud
 
     operator, machine, lps, clients = await _machine_with_lps(factory, ["1000.00"])
@@ -292,9 +293,8 @@ async def test_listener_hands_off_while_a_100_lp_distribution_runs(
 ):
     """LNbits' listener queue is shared by every extension: our handler must return at
     once and the next ATM payment must land while a long distribution is paying."""
-    import time
-
     from lnbits.core.crud import get_standalone_payment
+
     from satmachineadmin import crud, distribution, tasks
 
     operator = await factory.operator()
@@ -326,15 +326,12 @@ async def test_listener_hands_off_while_a_100_lp_distribution_runs(
     payment = await get_standalone_payment(invoice.payment_hash, incoming=True)
     payment.extra["source"] = "bitspire"
 
-    started = time.perf_counter()
     await tasks.on_invoice_paid(payment)
-    handler_seconds = time.perf_counter() - started
     landed = await factory.settlement_of(invoice.payment_hash, timeout=10)
     assert landed is not None
     assert not engine.done(), (
         "the second payment should land while the first still pays"
     )
-    assert handler_seconds < 1  # generous: the figure itself is in bench/
     await engine
     assert (await crud.get_settlement(landed.id)).status == "pending"
     settlement = await crud.get_settlement(

@@ -141,6 +141,7 @@ async def test_unreachable_lnurl_target_fails_the_leg_and_errors_the_settlement(
     factory, super_user
 ):
     import lnurl
+
     from satmachineadmin import crud
 
     await factory.platform(super_user, "0", None)
