@@ -17,6 +17,7 @@ Life of a settlement
 import asyncio
 import json
 import os
+import time
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -198,10 +199,14 @@ async def process_settlement(settlement_id: str) -> Optional[str]:
             raise RuntimeError("machine no longer exists")
         legs = await ensure_plan(settlement, machine)
         checkpoint("after_plan")
+        extended_at = time.monotonic()
         for leg in legs:
             if leg.status in ("pending", "failed"):
                 await pay_leg(leg)
-                await crud.extend_claim(settlement_id, token, LEASE_SECONDS)
+                # Renew the lease well before it runs out, not once per leg.
+                if time.monotonic() - extended_at > LEASE_SECONDS / 4:
+                    await crud.extend_claim(settlement_id, token, LEASE_SECONDS)
+                    extended_at = time.monotonic()
         await forward_landed_legs(settlement_id)
     except EngineCrash:
         raise

@@ -59,6 +59,26 @@ def _invoice_usable(bolt11: Optional[str]) -> bool:
     return invoice.date + (invoice.expiry or 3600) > time.time() + 60
 
 
+async def _invoice_dead(leg: Leg) -> bool:
+    """LNbits will never pay the leg's stored invoice: a fresh one is needed.
+
+    At every start-up LNbits fails each pending incoming invoice its funding source
+    does not know (an internal invoice is forgotten by a restart), and it refuses to
+    retry an outgoing payment that failed. Reusing such an invoice would fail the leg
+    forever. Safe: reconcile_leg has just found that the old invoice was not paid, and
+    LNbits never pays an invoice whose incoming side has failed.
+    """
+    if not leg.payment_hash:
+        return False
+    incoming = await get_standalone_payment(leg.payment_hash, incoming=True)
+    if incoming is not None and incoming.failed:
+        return True
+    outgoing = await get_standalone_payment(
+        leg.payment_hash, wallet_id=leg.source_wallet_id
+    )
+    return outgoing is not None and outgoing.is_out and outgoing.failed
+
+
 async def _invoice_for(leg: Leg) -> tuple[str, str]:
     """(bolt11, payment_hash) of a fresh invoice on the leg's destination."""
     extra = {"tag": PAYMENT_MARKER, "source": PAYMENT_MARKER, "leg_id": leg.id}
@@ -114,8 +134,8 @@ async def pay_leg(leg: Leg) -> Leg:
         # A fiat share that rounds to 0 sats: recorded, nothing to send.
         await crud.transition_leg(leg.id, "completed", from_statuses=("pending",))
         return leg
-    bolt11 = leg.bolt11
-    if not _invoice_usable(bolt11):
+    bolt11, payment_hash = leg.bolt11, leg.payment_hash
+    if not _invoice_usable(bolt11) or await _invoice_dead(leg):
         try:
             bolt11, payment_hash = await _invoice_for(leg)
         except (InvoiceError, PaymentError) as exc:
@@ -147,9 +167,19 @@ async def pay_leg(leg: Leg) -> Leg:
             return refreshed
         return await _fail(leg, str(exc) or exc.__class__.__name__)
     checkpoint("after_payment")
-    await crud.transition_leg(
+    if await crud.transition_leg(
         leg.id, "completed", from_statuses=("pending",), count_attempt=True
-    )
+    ):
+        # What the row now says, without reading it back: one connection less per leg.
+        return leg.copy(
+            update={
+                "status": "completed",
+                "bolt11": bolt11,
+                "payment_hash": payment_hash,
+                "attempts": leg.attempts + 1,
+                "completed_at": crud.now(),
+            }
+        )
     return await _reload(leg)
 
 
