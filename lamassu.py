@@ -64,6 +64,8 @@ MAX_BACKOFF_SECONDS = 3600
 # While a poll runs its row is leased this long: another LNbits process on the same
 # database skips it, and a poller that died is retried after the lease.
 POLL_LEASE_SECONDS = 600
+MAX_SATS = 2_100_000_000_000_000  # 21 million BTC
+MAX_FIAT_MINOR = 10**13  # as services.MAX_FIAT_MINOR: the largest cash deposit
 FETCH_BATCH = 1000
 MAX_UNKNOWN_DEVICES_SHOWN = 100
 # Our clock and Lamassu's may differ; settlements landed this long before the window
@@ -479,6 +481,11 @@ def _optional_decimal(row: asyncpg.Record, key: str) -> Decimal | None:
         return None
     if not isinstance(value, Decimal):
         value = Decimal(str(value))
+    # Lamassu's columns are numeric(30) and numeric(14,5): an exponent far outside them
+    # (1E+999999999) would make int()/Fraction() build a billion-digit number and stall
+    # the event loop; such a row is rejected instead.
+    if value.is_finite() and value and not -40 <= value.adjusted() <= 40:
+        raise ValueError(f"{key} {value:.3E} is out of any range Lamassu stores")
     return value
 
 
@@ -503,6 +510,10 @@ def map_amounts(tx_type: str, row: asyncpg.Record, machine: Machine) -> Mapped:
     crypto_atoms = int(atoms)
     if crypto_atoms <= 0:
         raise ValueError(f"crypto_atoms {crypto_atoms} must be positive")
+    if crypto_atoms > MAX_SATS:
+        # numeric(30) holds more than our BIGINT columns: such a row would fail the
+        # insert and stall every later poll of this operator.
+        raise ValueError(f"crypto_atoms {crypto_atoms} is more than 21 million BTC")
     fiat = _optional_decimal(row, "fiat")
     if fiat is None or not fiat.is_finite() or fiat <= 0:
         raise ValueError(f"fiat {row['fiat']} must be a positive amount")
@@ -510,6 +521,8 @@ def map_amounts(tx_type: str, row: asyncpg.Record, machine: Machine) -> Mapped:
         fiat_minor = parse_fiat(fiat, machine.fiat_currency)
     except FiatError as exc:
         raise ValueError(str(exc)) from None
+    if fiat_minor > MAX_FIAT_MINOR:
+        raise ValueError(f"fiat {fiat} is more cash than any ATM dispenses")
     discount = row.get("discount")
     if discount is not None:
         discount = int(discount)
@@ -523,6 +536,11 @@ def map_amounts(tx_type: str, row: asyncpg.Record, machine: Machine) -> Mapped:
         _optional_decimal(row, "commission_percentage"),
         discount,
     )
+    if max(amounts.principal_sats, amounts.fee_sats) > MAX_SATS:
+        raise ValueError(
+            f"principal {amounts.principal_sats} / fee {amounts.fee_sats} sats is more "
+            "than 21 million BTC: the row's fiat, ticker price or commission is wrong"
+        )
     return Mapped(fiat_minor=fiat_minor, crypto_atoms=crypto_atoms, amounts=amounts)
 
 

@@ -5,7 +5,6 @@ re-checks ownership against the database, so a service called from a script or a
 is as safe as one called through HTTP.
 """
 
-import json
 from decimal import Decimal, InvalidOperation
 from typing import Optional
 
@@ -406,6 +405,14 @@ async def set_commission_rules(
             "commission.rules",
             "machine" if machine_id else "operator",
             machine_id or operator_user_id,
-            {"legs": json.loads(json.dumps(legs, default=str))},
+            # The rules as stored: a target given as an invoice key is kept as its
+            # wallet id, never the key itself (the audit trail is readable, GET /audit).
+            {
+                "legs": [
+                    {"target": r.target, "target_kind": r.target_kind,
+                     "percent": r.percent, "label": r.label}
+                    for r in rules
+                ]
+            },
         )
     return rules

