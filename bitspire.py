@@ -59,7 +59,9 @@ def _decimal_field(extra: dict, name: str) -> Decimal:
     return number
 
 
-def validate(machine: Machine, payment: Payment) -> dict[str, Any]:
+def validate(machine: Machine, payment: Payment) -> dict[str, Any]:  # noqa: C901
+    # One flat rule after another, as sources.md lists them: splitting it would hide
+    # the order in which a payload is judged.
     """The settlement fields of a bitSpire payment, or a Rejection naming the rule."""
     extra = payment.extra or {}
     tx_type = extra.get("type")
@@ -74,7 +76,8 @@ def validate(machine: Machine, payment: Payment) -> dict[str, Any]:
     currency = extra.get("currency")
     if not isinstance(currency, str) or currency.upper() != machine.fiat_currency:
         raise Rejection(
-            f"currency {currency!r:.20} does not match the machine's {machine.fiat_currency}"
+            f"currency {currency!r:.20} does not match the machine's "
+            f"{machine.fiat_currency}"
         )
     fiat_value = extra.get("fiat_amount")
     if isinstance(fiat_value, bool) or not isinstance(fiat_value, (str, int)):
@@ -90,29 +93,40 @@ def validate(machine: Machine, payment: Payment) -> dict[str, Any]:
     if tx_type == "cash_out":
         if wire != principal + fee:
             raise Rejection(
-                f"cash_out: wire_sats {wire} != principal_sats {principal} + fee_sats {fee}"
+                f"cash_out: wire_sats {wire} != principal_sats {principal} "
+                f"+ fee_sats {fee}"
             )
         if amount_msat <= 0:
-            raise Rejection("cash_out stamped on an outbound payment: direction and type disagree")
+            raise Rejection(
+                "cash_out stamped on an outbound payment: direction and type disagree"
+            )
     else:
         if fee > principal:
-            raise Rejection(f"cash_in: fee_sats {fee} exceeds principal_sats {principal}")
+            raise Rejection(
+                f"cash_in: fee_sats {fee} exceeds principal_sats {principal}"
+            )
         if wire != principal - fee:
             raise Rejection(
-                f"cash_in: wire_sats {wire} != principal_sats {principal} - fee_sats {fee}"
+                f"cash_in: wire_sats {wire} != principal_sats {principal} "
+                f"- fee_sats {fee}"
             )
         if amount_msat >= 0:
-            raise Rejection("cash_in stamped on an inbound payment: direction and type disagree")
+            raise Rejection(
+                "cash_in stamped on an inbound payment: direction and type disagree"
+            )
     if abs(amount_msat) != wire * 1000:
         raise Rejection(
-            f"the payment carried {Decimal(abs(amount_msat)) / 1000} sats but the payload claims "
+            f"the payment carried {Decimal(abs(amount_msat)) / 1000} sats but the "
+            "payload claims "
             f"wire_sats {wire}"
         )
 
     rate_value = extra.get("exchange_rate")
     if rate_value is not None:
         rate = _decimal_field(extra, "exchange_rate")
-        fiat_units = Decimal(fiat_minor) / Decimal(10) ** currency_decimals(machine.fiat_currency)
+        fiat_units = Decimal(fiat_minor) / Decimal(10) ** currency_decimals(
+            machine.fiat_currency
+        )
         try:
             disagrees = abs(fiat_units * rate - principal) > 1
         except ArithmeticError:  # an exponent Decimal cannot multiply: 1E+999999
@@ -161,7 +175,9 @@ async def ingest_payment(machine: Machine, payment: Payment) -> Optional[str]:
             machine=machine,
             source="bitspire",
             external_id=f"payment:{payment.payment_hash}",
-            reason=reason if not isinstance(txid, str) else f"{reason} (txid {txid[:80]})",
+            reason=reason
+            if not isinstance(txid, str)
+            else f"{reason} (txid {txid[:80]})",
             raw_payload=extra,
             payment_hash=payment.payment_hash,
             tx_type=str(extra.get("type")),
@@ -205,7 +221,9 @@ async def handle_listener_payment(payment: Payment) -> Optional[str]:
     try:
         return await ingest_payment(machine, payment)
     except Exception:
-        logger.exception(f"satmachineadmin: could not ingest payment {payment.payment_hash}")
+        logger.exception(
+            f"satmachineadmin: could not ingest payment {payment.payment_hash}"
+        )
         return None
 
 
@@ -224,7 +242,9 @@ async def sweep_machine(machine: Machine) -> int:
             if await ingest_payment(machine, payment):
                 landed += 1
         except Exception:
-            logger.exception(f"satmachineadmin: sweep could not ingest {payment.payment_hash}")
+            logger.exception(
+                f"satmachineadmin: sweep could not ingest {payment.payment_hash}"
+            )
     if newest > machine.sweep_cursor:
         await crud.advance_sweep_cursor(machine.id, newest)
     return landed

@@ -135,7 +135,7 @@ async def get_audit_log(
         where += " AND entity_id = :entity"
         values["entity"] = entity_id
     return await db.fetchall(
-        f"SELECT * FROM satmachineadmin.audit_log WHERE {where} "  # noqa: S608
+        f"SELECT * FROM satmachineadmin.audit_log WHERE {where} "
         "ORDER BY created_at DESC, id LIMIT :limit",
         values,
         AuditEntry,
@@ -153,7 +153,7 @@ async def save_machine(tx: Tx, machine: Machine) -> None:
     values = model_to_dict(machine)
     columns = ", ".join(f"{k} = :{k}" for k in values if k != "id")
     await tx.execute(
-        f"UPDATE satmachineadmin.machines SET {columns} WHERE id = :id",  # noqa: S608
+        f"UPDATE satmachineadmin.machines SET {columns} WHERE id = :id",
         values,
     )
 
@@ -191,8 +191,7 @@ async def get_machines_by_device(device_ids: Sequence[str]) -> list[Machine]:
     keys = {f"d{i}": d for i, d in enumerate(device_ids)}
     marks = ", ".join(f":{k}" for k in keys)
     return await db.fetchall(
-        "SELECT * FROM satmachineadmin.machines "  # noqa: S608
-        f"WHERE lamassu_device_id IN ({marks})",
+        f"SELECT * FROM satmachineadmin.machines WHERE lamassu_device_id IN ({marks})",
         keys,
         Machine,
     )
@@ -282,9 +281,7 @@ async def get_operator_client(
     )
 
 
-async def get_client_by_machine_user(
-    machine_id: str, user_id: str
-) -> Optional[Client]:
+async def get_client_by_machine_user(machine_id: str, user_id: str) -> Optional[Client]:
     return await db.fetchone(
         "SELECT * FROM satmachineadmin.clients "
         "WHERE machine_id = :machine AND user_id = :user",
@@ -302,8 +299,7 @@ async def list_clients(
         where += " AND machine_id = :machine"
         values["machine"] = machine_id
     return await db.fetchall(
-        f"SELECT * FROM satmachineadmin.clients WHERE {where} "  # noqa: S608
-        "ORDER BY created_at, id",
+        f"SELECT * FROM satmachineadmin.clients WHERE {where} ORDER BY created_at, id",
         values,
         Client,
     )
@@ -374,9 +370,12 @@ _CLIENT_WITH_PREFS = """
 async def list_machine_clients_with_prefs(
     machine_id: str, tx: Optional[Tx] = None
 ) -> list[ClientWithPrefs]:
-    sql = _CLIENT_WITH_PREFS + " WHERE c.machine_id = :machine ORDER BY c.created_at, c.id"
+    sql = (
+        _CLIENT_WITH_PREFS
+        + " WHERE c.machine_id = :machine ORDER BY c.created_at, c.id"
+    )
     if tx:
-        rows = await tx.fetchall(sql, {"machine": machine_id})
+        rows: Any = await tx.fetchall(sql, {"machine": machine_id})
     else:
         rows = await db.fetchall(sql, {"machine": machine_id})
     return [ClientWithPrefs.from_row(row) for row in rows]
@@ -390,7 +389,9 @@ async def list_operator_clients_with_prefs(
     if machine_id:
         where += " AND c.machine_id = :machine"
         values["machine"] = machine_id
-    rows = await db.fetchall(_CLIENT_WITH_PREFS + where + " ORDER BY c.created_at, c.id", values)
+    rows: Any = await db.fetchall(
+        _CLIENT_WITH_PREFS + where + " ORDER BY c.created_at, c.id", values
+    )
     return [ClientWithPrefs.from_row(row) for row in rows]
 
 
@@ -398,7 +399,11 @@ async def get_client_with_prefs(
     client_id: str, tx: Optional[Tx] = None
 ) -> Optional[ClientWithPrefs]:
     sql = _CLIENT_WITH_PREFS + " WHERE c.id = :id"
-    row = await (tx.fetchone(sql, {"id": client_id}) if tx else db.fetchone(sql, {"id": client_id}))
+    row = await (
+        tx.fetchone(sql, {"id": client_id})
+        if tx
+        else db.fetchone(sql, {"id": client_id})
+    )
     return ClientWithPrefs.from_row(row) if row else None
 
 
@@ -416,7 +421,9 @@ _ADD_CLIENT_TOTALS = """
 """
 
 
-def _totals(client_id: str, deposits: int = 0, reserved: int = 0, sats: int = 0) -> dict:
+def _totals(
+    client_id: str, deposits: int = 0, reserved: int = 0, sats: int = 0
+) -> dict:
     return {
         "id": client_id,
         "deposits": deposits,
@@ -466,7 +473,7 @@ async def list_deposits(
         where += " AND client_id = :client"
         values["client"] = client_id
     return await db.fetchall(
-        f"SELECT * FROM satmachineadmin.deposits WHERE {where} "  # noqa: S608
+        f"SELECT * FROM satmachineadmin.deposits WHERE {where} "
         "ORDER BY created_at DESC, id",
         values,
         Deposit,
@@ -488,7 +495,7 @@ async def transition_deposit(
     """Move a deposit between statuses; False when someone else moved it first."""
     stamp_column = "confirmed_at" if to_status == "confirmed" else "cancelled_at"
     changed = await tx.execute(
-        f"UPDATE satmachineadmin.deposits SET status = :to, {stamp_column} = :now "  # noqa: S608
+        f"UPDATE satmachineadmin.deposits SET status = :to, {stamp_column} = :now "
         "WHERE id = :id AND status = :from",
         {"id": deposit_id, "from": from_status, "to": to_status, "now": now()},
     )
@@ -499,7 +506,7 @@ async def transition_deposit(
 
 
 async def get_platform_config() -> PlatformConfig:
-    row = await db.fetchone(
+    row: Any = await db.fetchone(
         "SELECT * FROM satmachineadmin.platform_config WHERE id = 1", {}, PlatformConfig
     )
     return row or PlatformConfig()
@@ -566,7 +573,9 @@ async def replace_commission_rules(
 # ---------------------------------------------------------------- settlements
 
 
-async def insert_settlements_if_new(settlements: Sequence[Settlement]) -> list[Settlement]:
+async def insert_settlements_if_new(
+    settlements: Sequence[Settlement],
+) -> list[Settlement]:
     """Insert each unless (machine, source, external_id) or its payment is known; one
     transaction for all of them. Returns the ones inserted."""
     inserted = []
@@ -581,20 +590,22 @@ async def insert_settlements_if_new(settlements: Sequence[Settlement]) -> list[S
 
 async def _settlement_known(tx: Tx, settlement: Settlement) -> bool:
     existing = await tx.fetchone(
-            "SELECT id FROM satmachineadmin.settlements WHERE "
-            "(machine_id = :machine AND source = :source AND external_id = :ext) "
-            "OR (payment_hash IS NOT NULL AND payment_hash = :hash)",
-            {
-                "machine": settlement.machine_id,
-                "source": settlement.source,
-                "ext": settlement.external_id,
-                "hash": settlement.payment_hash,
-            },
-        )
+        "SELECT id FROM satmachineadmin.settlements WHERE "
+        "(machine_id = :machine AND source = :source AND external_id = :ext) "
+        "OR (payment_hash IS NOT NULL AND payment_hash = :hash)",
+        {
+            "machine": settlement.machine_id,
+            "source": settlement.source,
+            "ext": settlement.external_id,
+            "hash": settlement.payment_hash,
+        },
+    )
     return bool(existing)
 
 
-async def get_settlement(settlement_id: str, tx: Optional[Tx] = None) -> Optional[Settlement]:
+async def get_settlement(
+    settlement_id: str, tx: Optional[Tx] = None
+) -> Optional[Settlement]:
     sql = "SELECT * FROM satmachineadmin.settlements WHERE id = :id"
     if tx:
         return await tx.fetchone(sql, {"id": settlement_id}, Settlement)
@@ -624,7 +635,7 @@ async def find_settlement(
 
 
 async def settlement_exists_for_payment(payment_hash: str) -> bool:
-    row = await db.fetchone(
+    row: Any = await db.fetchone(
         "SELECT id FROM satmachineadmin.settlements WHERE payment_hash = :hash",
         {"hash": payment_hash},
     )
@@ -658,12 +669,12 @@ async def list_settlements(
         where.append("created_at < :until")
         values["until"] = until
     clause = " AND ".join(where)
-    total = await db.fetchone(
-        f"SELECT COUNT(*) AS n FROM satmachineadmin.settlements WHERE {clause}",  # noqa: S608
+    total: Any = await db.fetchone(
+        f"SELECT COUNT(*) AS n FROM satmachineadmin.settlements WHERE {clause}",
         values,
     )
-    rows = await db.fetchall(
-        f"SELECT * FROM satmachineadmin.settlements WHERE {clause} "  # noqa: S608
+    rows: Any = await db.fetchall(
+        f"SELECT * FROM satmachineadmin.settlements WHERE {clause} "
         "ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
         {**values, "limit": limit, "offset": offset},
         Settlement,
@@ -715,7 +726,7 @@ async def extend_claim(settlement_id: str, token: str, lease_seconds: int) -> bo
 
 async def list_due_settlement_ids(limit: int = 100) -> list[str]:
     moment = now()
-    rows = await db.fetchall(
+    rows: Any = await db.fetchall(
         """
         SELECT id FROM satmachineadmin.settlements
         WHERE status = 'pending'
@@ -772,7 +783,7 @@ async def finish_settlement(
             claim_token = NULL, claimed_until = NULL, updated_at = :now,
             processed_at = :processed
         WHERE {where}
-        """,  # noqa: S608
+        """,
         values,
     )
     return changed.rowcount == 1
@@ -784,7 +795,7 @@ async def set_settlement_status(
     keys = {f"s{i}": s for i, s in enumerate(from_statuses)}
     marks = ", ".join(f":{k}" for k in keys)
     changed = await tx.execute(
-        f"UPDATE satmachineadmin.settlements SET status = :to, next_attempt_at = 0, "  # noqa: S608
+        f"UPDATE satmachineadmin.settlements SET status = :to, next_attempt_at = 0, "
         f"error = NULL, updated_at = :now WHERE id = :id AND status IN ({marks})",
         {"id": settlement_id, "to": to_status, "now": now(), **keys},
     )
@@ -833,7 +844,9 @@ async def insert_leg(tx: Tx, leg: Leg) -> bool:
     reserved = _reserves(leg, leg.status)
     sats = _received(leg, leg.status)
     if leg.client_id and (reserved or sats):
-        await add_client_totals(tx, leg.client_id, reserved_minor=reserved, sats_received=sats)
+        await add_client_totals(
+            tx, leg.client_id, reserved_minor=reserved, sats_received=sats
+        )
     return True
 
 
@@ -843,10 +856,15 @@ async def insert_plan(tx: Tx, legs: Sequence[Leg]) -> None:
     if not legs:
         return
     await tx.execute_many(
-        insert_query("satmachineadmin.legs", legs[0]), [model_to_dict(leg) for leg in legs]
+        insert_query("satmachineadmin.legs", legs[0]),
+        [model_to_dict(leg) for leg in legs],
     )
     totals = [
-        _totals(leg.client_id, reserved=_reserves(leg, leg.status), sats=_received(leg, leg.status))
+        _totals(
+            leg.client_id,
+            reserved=_reserves(leg, leg.status),
+            sats=_received(leg, leg.status),
+        )
         for leg in legs
         if leg.client_id and (_reserves(leg, leg.status) or _received(leg, leg.status))
     ]
@@ -961,9 +979,10 @@ async def void_open_legs(tx: Tx, settlement_id: str) -> int:
 
 
 async def count_completed_legs(settlement_id: str) -> int:
-    row = await db.fetchone(
+    row: Any = await db.fetchone(
         "SELECT COUNT(*) AS n FROM satmachineadmin.legs "
-        "WHERE settlement_id = :id AND status = 'completed' AND leg_type != 'autoforward'",
+        "WHERE settlement_id = :id AND status = 'completed' "
+        "AND leg_type != 'autoforward'",
         {"id": settlement_id},
     )
     return int(row["n"])
@@ -990,7 +1009,8 @@ async def list_legs(
         values["op"] = operator_user_id
     if user_id is not None:
         where.append(
-            "l.client_id IN (SELECT id FROM satmachineadmin.clients WHERE user_id = :user)"
+            "l.client_id IN "
+            "(SELECT id FROM satmachineadmin.clients WHERE user_id = :user)"
         )
         values["user"] = user_id
     for column, value in (
@@ -1011,7 +1031,7 @@ async def list_legs(
         values["until"] = until
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     return await db.fetchall(
-        f"SELECT l.* FROM satmachineadmin.legs l {clause} "  # noqa: S608
+        f"SELECT l.* FROM satmachineadmin.legs l {clause} "
         "ORDER BY l.created_at DESC, l.id LIMIT :limit OFFSET :offset",
         values,
         Leg,
@@ -1019,7 +1039,7 @@ async def list_legs(
 
 
 async def fixed_paid_on(client_id: str, slot_date: str) -> int:
-    row = await db.fetchone(
+    row: Any = await db.fetchone(
         "SELECT COALESCE(SUM(amount_fiat_minor), 0) AS total FROM satmachineadmin.legs "
         "WHERE client_id = :client AND leg_type = 'fixed' AND slot_date = :day "
         "AND status IN ('pending', 'completed', 'failed')",
@@ -1029,7 +1049,7 @@ async def fixed_paid_on(client_id: str, slot_date: str) -> int:
 
 
 async def pending_needs_by_wallet() -> dict[str, int]:
-    rows = await db.fetchall(
+    rows: Any = await db.fetchall(
         "SELECT source_wallet_id, COALESCE(SUM(amount_sats), 0) AS need "
         "FROM satmachineadmin.legs WHERE status IN ('pending', 'failed') "
         "GROUP BY source_wallet_id",
@@ -1083,7 +1103,7 @@ async def rescale_settlement(
 
 
 async def settlement_status_counts(operator_user_id: str) -> dict[str, int]:
-    rows = await db.fetchall(
+    rows: Any = await db.fetchall(
         "SELECT status, COUNT(*) AS n FROM satmachineadmin.settlements "
         "WHERE operator_user_id = :op GROUP BY status",
         {"op": operator_user_id},
@@ -1092,7 +1112,7 @@ async def settlement_status_counts(operator_user_id: str) -> dict[str, int]:
 
 
 async def count_stuck_settlements(operator_user_id: str, older_than: int) -> int:
-    row = await db.fetchone(
+    row: Any = await db.fetchone(
         "SELECT COUNT(*) AS n FROM satmachineadmin.settlements "
         "WHERE operator_user_id = :op AND status IN ('pending', 'processing') "
         "AND updated_at < :older",
@@ -1103,7 +1123,7 @@ async def count_stuck_settlements(operator_user_id: str, older_than: int) -> int
 
 async def completed_principal_totals(client_id: str) -> tuple[int, int]:
     """(fiat minor, sats) of an LP's completed principal legs: their cost basis."""
-    row = await db.fetchone(
+    row: Any = await db.fetchone(
         "SELECT COALESCE(SUM(amount_fiat_minor), 0) AS fiat, "
         "COALESCE(SUM(amount_sats), 0) AS sats FROM satmachineadmin.legs "
         "WHERE client_id = :client AND status = 'completed' "
@@ -1145,7 +1165,7 @@ async def list_retryable_standalone_legs(before: int, limit: int = 200) -> list[
 
 
 async def latest_settlement_rate(machine_id: str, since: int) -> Optional[str]:
-    row = await db.fetchone(
+    row: Any = await db.fetchone(
         "SELECT exchange_rate FROM satmachineadmin.settlements "
         "WHERE machine_id = :machine AND exchange_rate IS NOT NULL "
         "AND status NOT IN ('rejected') AND created_at >= :since "
@@ -1155,7 +1175,9 @@ async def latest_settlement_rate(machine_id: str, since: int) -> Optional[str]:
     return row["exchange_rate"] if row else None
 
 
-async def save_fixed_schedule(tx: Tx, machine_id: str, times_json: str, timezone: str) -> None:
+async def save_fixed_schedule(
+    tx: Tx, machine_id: str, times_json: str, timezone: str
+) -> None:
     await tx.execute(
         "UPDATE satmachineadmin.machines SET fixed_times = :times, "
         "fixed_timezone = :tz, updated_at = :now WHERE id = :id",

@@ -48,11 +48,11 @@ def fiat_text(value: Any) -> str:
     form, which is what the sender wrote, so no binary noise reaches the money code.
     """
     if isinstance(value, bool) or value is None:
-        raise ValueError("must be a decimal string such as \"690.00\"")
+        raise ValueError('must be a decimal string such as "690.00"')
     if isinstance(value, (int, float, Decimal)):
         value = str(value)
     if not isinstance(value, str):
-        raise ValueError("must be a decimal string such as \"690.00\"")
+        raise ValueError('must be a decimal string such as "690.00"')
     text = value.strip()
     try:
         number = Decimal(text)
@@ -627,7 +627,12 @@ def settlement_out(
             else None
         ),
         notes=[
-            NoteOut(id=n.id, author_user_id=n.author_user_id, note=n.note, created_at=iso(n.created_at))
+            NoteOut(
+                id=n.id,
+                author_user_id=n.author_user_id,
+                note=n.note,
+                created_at=iso(n.created_at),
+            )
             for n in notes or []
         ],
         raw_payload=payload,

@@ -39,7 +39,9 @@ def to_minor(amount: str, currency: str, field: str = "amount") -> int:
         raise BadInput(f"{field}: {exc}") from None
 
 
-async def owned_wallet(user_id: str, wallet_id: str, field: str = "wallet_id") -> Wallet:
+async def owned_wallet(
+    user_id: str, wallet_id: str, field: str = "wallet_id"
+) -> Wallet:
     """The wallet, if the caller owns it; a 403 that leaks nothing otherwise."""
     wallet = await get_wallet(wallet_id) if wallet_id else None
     if not wallet or wallet.user != user_id or wallet.deleted:
@@ -109,7 +111,9 @@ async def update_machine(
         await owned_wallet(operator_user_id, changes["wallet_id"])
         other = await crud.get_machine_by_wallet(changes["wallet_id"])
         if other and other.id != machine.id:
-            raise Conflict(f"wallet {changes['wallet_id']} already belongs to a machine")
+            raise Conflict(
+                f"wallet {changes['wallet_id']} already belongs to a machine"
+            )
     if (
         "fiat_currency" in changes
         and changes["fiat_currency"] != machine.fiat_currency
@@ -123,7 +127,13 @@ async def update_machine(
     async with crud.transaction() as tx:
         await crud.save_machine(tx, updated)
         await crud.add_audit(
-            tx, operator_user_id, operator_user_id, "machine.update", "machine", machine.id, changes
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "machine.update",
+            "machine",
+            machine.id,
+            changes,
         )
     return updated
 
@@ -179,7 +189,13 @@ async def enrol_client(operator_user_id: str, data: CreateClient) -> Client:
     async with crud.transaction() as tx:
         await crud.insert_client(tx, client)
         await crud.add_audit(
-            tx, operator_user_id, operator_user_id, "client.create", "client", client.id, data.dict()
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "client.create",
+            "client",
+            client.id,
+            data.dict(),
         )
     return client
 
@@ -196,7 +212,13 @@ async def update_client(
     async with crud.transaction() as tx:
         await crud.update_client_fields(tx, client.id, username, status)
         await crud.add_audit(
-            tx, operator_user_id, operator_user_id, "client.update", "client", client.id, changes
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "client.update",
+            "client",
+            client.id,
+            changes,
         )
     return client.copy(update={"username": username, "status": status})
 
@@ -247,10 +269,19 @@ async def confirm_deposit(operator_user_id: str, deposit_id: str) -> Deposit:
         raise NotFound(f"deposit {deposit_id} not found")
     async with crud.transaction() as tx:
         if not await crud.transition_deposit(tx, deposit.id, "pending", "confirmed"):
-            raise Conflict(f"deposit is {deposit.status}; only a pending deposit can be confirmed")
-        await crud.add_client_totals(tx, deposit.client_id, deposits_minor=deposit.amount_minor)
+            raise Conflict(
+                f"deposit is {deposit.status}; only a pending deposit can be confirmed"
+            )
+        await crud.add_client_totals(
+            tx, deposit.client_id, deposits_minor=deposit.amount_minor
+        )
         await crud.add_audit(
-            tx, operator_user_id, operator_user_id, "deposit.confirm", "deposit", deposit.id
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "deposit.confirm",
+            "deposit",
+            deposit.id,
         )
     confirmed = await crud.get_operator_deposit(operator_user_id, deposit_id)
     assert confirmed
@@ -268,7 +299,12 @@ async def cancel_deposit(operator_user_id: str, deposit_id: str) -> Deposit:
                 "(a confirmed deposit may already have been paid out against)"
             )
         await crud.add_audit(
-            tx, operator_user_id, operator_user_id, "deposit.cancel", "deposit", deposit.id
+            tx,
+            operator_user_id,
+            operator_user_id,
+            "deposit.cancel",
+            "deposit",
+            deposit.id,
         )
     cancelled = await crud.get_operator_deposit(operator_user_id, deposit_id)
     assert cancelled
@@ -284,7 +320,9 @@ def parse_fraction(value: object) -> Decimal:
     try:
         fraction = Decimal(str(value))
     except InvalidOperation:
-        raise BadInput("super_fee_fraction: must be a decimal between 0 and 1") from None
+        raise BadInput(
+            "super_fee_fraction: must be a decimal between 0 and 1"
+        ) from None
     if not fraction.is_finite() or fraction < 0 or fraction > 1:
         raise BadInput("super_fee_fraction: must be between 0 and 1")
     if fraction.as_tuple().exponent < -8:  # type: ignore[operator]
@@ -347,7 +385,8 @@ async def resolve_split_target(target: str) -> tuple[str, str]:
         # Stored as the wallet id: a key is a secret and never needs to be shown again.
         return "wallet", keyed.id
     raise BadInput(
-        f"target {target}: not a wallet id, invoice key, Lightning address, LNURL or 'lps'"
+        f"target {target}: not a wallet id, invoice key, Lightning address, "
+        "LNURL or 'lps'"
     )
 
 
@@ -381,7 +420,7 @@ async def set_commission_rules(
             raise BadInput(f"legs: {exc}") from None
     moment = crud.now()
     rules = []
-    for position, (leg, percent) in enumerate(zip(legs, percents)):
+    for position, (leg, percent) in enumerate(zip(legs, percents, strict=True)):
         kind, target = await resolve_split_target(str(leg["target"]))
         rules.append(
             CommissionRule(
@@ -409,8 +448,12 @@ async def set_commission_rules(
             # wallet id, never the key itself (the audit trail is readable, GET /audit).
             {
                 "legs": [
-                    {"target": r.target, "target_kind": r.target_kind,
-                     "percent": r.percent, "label": r.label}
+                    {
+                        "target": r.target,
+                        "target_kind": r.target_kind,
+                        "percent": r.percent,
+                        "label": r.label,
+                    }
                     for r in rules
                 ]
             },

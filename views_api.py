@@ -91,7 +91,9 @@ async def api_create_machine(
 
 
 @satmachineadmin_api_router.get("/machines", response_model=list[MachineOut])
-async def api_list_machines(operator: str = Depends(operator_reader)) -> list[MachineOut]:
+async def api_list_machines(
+    operator: str = Depends(operator_reader),
+) -> list[MachineOut]:
     return [machine_out(m) for m in await crud.list_machines(operator)]
 
 
@@ -120,7 +122,9 @@ async def api_set_lp_preferences(
 
 
 @satmachineadmin_api_router.get("/lp", response_model=LpPreferencesOut)
-async def api_get_lp_preferences(user: str = Depends(operator_reader)) -> LpPreferencesOut:
+async def api_get_lp_preferences(
+    user: str = Depends(operator_reader),
+) -> LpPreferencesOut:
     prefs = await crud.get_lp_preferences(user)
     if not prefs:
         raise NotFound("you have not set your LP preferences yet (PUT /lp)")
@@ -194,7 +198,9 @@ async def api_update_client(
     return await _client_out(client_id, operator)
 
 
-@satmachineadmin_api_router.get("/clients/{client_id}/balance", response_model=BalanceOut)
+@satmachineadmin_api_router.get(
+    "/clients/{client_id}/balance", response_model=BalanceOut
+)
 async def api_client_balance(
     client_id: str, operator: str = Depends(operator_reader)
 ) -> BalanceOut:
@@ -215,14 +221,18 @@ async def api_create_deposit(
     return deposit_out(await services.create_deposit(operator, data))
 
 
-@satmachineadmin_api_router.post("/deposits/{deposit_id}/confirm", response_model=DepositOut)
+@satmachineadmin_api_router.post(
+    "/deposits/{deposit_id}/confirm", response_model=DepositOut
+)
 async def api_confirm_deposit(
     deposit_id: str, operator: str = Depends(operator_writer)
 ) -> DepositOut:
     return deposit_out(await services.confirm_deposit(operator, deposit_id))
 
 
-@satmachineadmin_api_router.post("/deposits/{deposit_id}/cancel", response_model=DepositOut)
+@satmachineadmin_api_router.post(
+    "/deposits/{deposit_id}/cancel", response_model=DepositOut
+)
 async def api_cancel_deposit(
     deposit_id: str, operator: str = Depends(operator_writer)
 ) -> DepositOut:
@@ -246,9 +256,7 @@ class SuperConfigIn(_Request):
     super_fee_fraction: str
     fee_wallet_id: Optional[str] = Field(None, max_length=64)
 
-    from pydantic import validator as _validator
-
-    @_validator("super_fee_fraction", pre=True)
+    @validator("super_fee_fraction", pre=True)
     def _fraction_text(cls, value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError("must be a decimal between 0 and 1")
@@ -292,12 +300,10 @@ class SplitLegIn(_Request):
     percent: str
     label: Optional[str] = Field(None, max_length=100)
 
-    from pydantic import validator as _validator
-
-    @_validator("percent", pre=True)
+    @validator("percent", pre=True)
     def _percent_text(cls, value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ValueError("must be a decimal percent such as \"50\"")
+            raise ValueError('must be a decimal percent such as "50"')
         return str(value)
 
 
@@ -330,7 +336,12 @@ async def api_set_splits(
         machine_id=data.machine_id,
         inherited=False,
         legs=[
-            SplitLegOut(target=r.target, target_kind=r.target_kind, percent=r.percent, label=r.label)
+            SplitLegOut(
+                target=r.target,
+                target_kind=r.target_kind,
+                percent=r.percent,
+                label=r.label,
+            )
             for r in rules
         ],
     )
@@ -352,7 +363,12 @@ async def api_get_splits(
         machine_id=machine_id,
         inherited=inherited,
         legs=[
-            SplitLegOut(target=r.target, target_kind=r.target_kind, percent=r.percent, label=r.label)
+            SplitLegOut(
+                target=r.target,
+                target_kind=r.target_kind,
+                percent=r.percent,
+                label=r.label,
+            )
             for r in rules
         ],
     )
@@ -448,7 +464,9 @@ async def api_manual_settlement(
     return settlement_out(settlement, await crud.list_notes(settlement.id))
 
 
-@satmachineadmin_api_router.get("/settlements/{settlement_id}", response_model=SettlementOut)
+@satmachineadmin_api_router.get(
+    "/settlements/{settlement_id}", response_model=SettlementOut
+)
 async def api_get_settlement(
     settlement_id: str, operator: str = Depends(operator_reader)
 ) -> SettlementOut:
@@ -475,9 +493,13 @@ async def api_retry_settlement(
     "/settlements/{settlement_id}/partial-dispense", response_model=SettlementOut
 )
 async def api_partial_dispense(
-    settlement_id: str, data: PartialDispenseIn, operator: str = Depends(operator_writer)
+    settlement_id: str,
+    data: PartialDispenseIn,
+    operator: str = Depends(operator_writer),
 ) -> SettlementOut:
-    fraction = None if data.dispensed_fraction is None else Decimal(data.dispensed_fraction)
+    fraction = (
+        None if data.dispensed_fraction is None else Decimal(data.dispensed_fraction)
+    )
     settlement = await corrections.partial_dispense(
         operator, settlement_id, fraction, data.dispensed_fiat
     )
@@ -545,9 +567,22 @@ async def api_list_payments(
 
 
 CSV_COLUMNS = [
-    "created_at", "completed_at", "leg_id", "settlement_id", "machine_id", "client_id",
-    "leg_type", "status", "amount_sats", "amount_fiat", "currency",
-    "exchange_rate_sats_per_unit", "fiat_per_btc", "destination", "payment_hash", "error",
+    "created_at",
+    "completed_at",
+    "leg_id",
+    "settlement_id",
+    "machine_id",
+    "client_id",
+    "leg_type",
+    "status",
+    "amount_sats",
+    "amount_fiat",
+    "currency",
+    "exchange_rate_sats_per_unit",
+    "fiat_per_btc",
+    "destination",
+    "payment_hash",
+    "error",
 ]
 
 
@@ -568,17 +603,30 @@ async def api_payments_csv(
             )
         writer.writerow(
             [
-                shown.created_at, shown.completed_at, leg.id, leg.settlement_id or "",
-                leg.machine_id, leg.client_id or "", leg.leg_type, leg.status,
-                leg.amount_sats, shown.amount_fiat or "", leg.currency or "",
-                leg.exchange_rate or "", fiat_per_btc if fiat_per_btc is not None else "",
-                leg.destination or "", leg.payment_hash or "", leg.error or "",
+                shown.created_at,
+                shown.completed_at,
+                leg.id,
+                leg.settlement_id or "",
+                leg.machine_id,
+                leg.client_id or "",
+                leg.leg_type,
+                leg.status,
+                leg.amount_sats,
+                shown.amount_fiat or "",
+                leg.currency or "",
+                leg.exchange_rate or "",
+                fiat_per_btc if fiat_per_btc is not None else "",
+                leg.destination or "",
+                leg.payment_hash or "",
+                leg.error or "",
             ]
         )
     return Response(
         content=buffer.getvalue(),
         media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="satmachine-payments.csv"'},
+        headers={
+            "Content-Disposition": 'attachment; filename="satmachine-payments.csv"'
+        },
     )
 
 
@@ -612,12 +660,15 @@ async def api_health(operator: str = Depends(operator_reader)) -> dict:
     lamassu_status = lamassu.status_out(await lamassu.get_config(operator))
     return {
         "lamassu": lamassu_status,
-        "scheduler_alive": task_manager.get_task("satmachineadmin_scheduler") is not None,
+        "scheduler_alive": task_manager.get_task("satmachineadmin_scheduler")
+        is not None,
         "listener_alive": task_manager.get_task("ext_satmachineadmin_invoice_listener")
         is not None,
         "engine_alive": task_manager.get_task("satmachineadmin_engine") is not None,
         "sweep_alive": task_manager.get_task("satmachineadmin_sweep") is not None,
-        "last_sweep_at": iso(bitspire.last_sweep_at) if bitspire.last_sweep_at else None,
+        "last_sweep_at": iso(bitspire.last_sweep_at)
+        if bitspire.last_sweep_at
+        else None,
         "settlements": counts,
         "errored": counts.get("errored", 0),
         "stuck": stuck,
@@ -644,8 +695,12 @@ async def api_lp_summary(user: str = Depends(operator_reader)) -> list[dict]:
                 "machine_name": machine.name,
                 "currency": machine.fiat_currency,
                 "status": client.status,
-                "total_deposits": format_fiat(client.deposits_minor, machine.fiat_currency),
-                "remaining_balance": format_fiat(client.remaining_minor, machine.fiat_currency),
+                "total_deposits": format_fiat(
+                    client.deposits_minor, machine.fiat_currency
+                ),
+                "remaining_balance": format_fiat(
+                    client.remaining_minor, machine.fiat_currency
+                ),
                 "total_converted": format_fiat(paid_fiat, machine.fiat_currency),
                 "sats_received": paid_sats,
                 "average_cost_basis_fiat_per_btc": (
@@ -750,7 +805,12 @@ async def api_fixed_schedule(
     async with crud.transaction() as tx:
         await crud.save_fixed_schedule(tx, machine.id, json.dumps(times), zone)
         await crud.add_audit(
-            tx, operator, operator, "machine.fixed_schedule", "machine", machine.id,
+            tx,
+            operator,
+            operator,
+            "machine.fixed_schedule",
+            "machine",
+            machine.id,
             {"times": times, "timezone": zone},
         )
     return machine_out(await services.operator_machine(operator, machine_id))

@@ -6,7 +6,8 @@ from decimal import Decimal
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location(
-    "satmachine_calculations", Path(__file__).resolve().parent.parent / "calculations.py"
+    "satmachine_calculations",
+    Path(__file__).resolve().parent.parent / "calculations.py",
 )
 assert _spec and _spec.loader
 calc = importlib.util.module_from_spec(_spec)

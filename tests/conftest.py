@@ -92,7 +92,9 @@ async def http(app: Any) -> AsyncIterator[Any]:
     import httpx
 
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver"
+    ) as c:
         yield c
 
 
@@ -100,7 +102,11 @@ async def http(app: Any) -> AsyncIterator[Any]:
 async def super_user(http: Any) -> User:
     response = await http.put(
         "/api/v1/auth/first_install",
-        json={"username": "superadmin", "password": "secret1234", "password_repeat": "secret1234"},
+        json={
+            "username": "superadmin",
+            "password": "secret1234",
+            "password_repeat": "secret1234",
+        },
     )
     assert response.status_code == 200, response.text
     from lnbits.core.crud import get_wallets
@@ -110,7 +116,9 @@ async def super_user(http: Any) -> User:
     if not wallets:
         from lnbits.core.crud import create_wallet
 
-        wallets = [await create_wallet(user_id=settings.super_user, wallet_name="super")]
+        wallets = [
+            await create_wallet(user_id=settings.super_user, wallet_name="super")
+        ]
     from lnbits.core.services.users import update_user_extensions
 
     await update_user_extensions(settings.super_user, ["satmachineadmin"])
@@ -177,14 +185,21 @@ class Factory:
         response = await self.http.post(
             "/satmachineadmin/api/v1/machines",
             headers=operator.admin,
-            json={"name": f"ATM {wallet.id[:6]}", "wallet_id": wallet.id, "fiat_currency": currency, **extra},
+            json={
+                "name": f"ATM {wallet.id[:6]}",
+                "wallet_id": wallet.id,
+                "fiat_currency": currency,
+                **extra,
+            },
         )
         assert response.status_code == 201, response.text
         machine = response.json()
         machine["wallet"] = wallet
         return machine
 
-    async def lp(self, mode: str = "flow", limit: Optional[str] = None, **prefs: Any) -> User:
+    async def lp(
+        self, mode: str = "flow", limit: Optional[str] = None, **prefs: Any
+    ) -> User:
         lp = await self.user()
         body = {"wallet_id": lp.wallet.id, "dca_mode": mode, **prefs}
         if limit is not None:
@@ -201,7 +216,11 @@ class Factory:
         response = await self.http.post(
             "/satmachineadmin/api/v1/clients",
             headers=operator.admin,
-            json={"machine_id": machine["id"], "user_id": lp.id, "username": f"lp-{lp.id[:6]}"},
+            json={
+                "machine_id": machine["id"],
+                "user_id": lp.id,
+                "username": f"lp-{lp.id[:6]}",
+            },
         )
         assert response.status_code == 201, response.text
         client = response.json()
@@ -209,7 +228,9 @@ class Factory:
             await self.deposit(operator, client["id"], deposit)
         return client
 
-    async def many_lps(self, operator: User, machine: dict, count: int, deposit_minor: int) -> list[User]:
+    async def many_lps(
+        self, operator: User, machine: dict, count: int, deposit_minor: int
+    ) -> list[User]:
         """Flow-mode LPs with confirmed deposits, written in bulk (for large tests)."""
         from lnbits.core.crud import create_account, create_wallet
         from lnbits.core.models import Account
@@ -230,7 +251,12 @@ class Factory:
             for lp in lps:
                 await crud.upsert_lp_preferences(
                     tx,
-                    LpPreferences(user_id=lp.id, wallet_id=lp.wallet.id, created_at=moment, updated_at=moment),
+                    LpPreferences(
+                        user_id=lp.id,
+                        wallet_id=lp.wallet.id,
+                        created_at=moment,
+                        updated_at=moment,
+                    ),
                 )
                 await crud.insert_client(
                     tx,
@@ -255,23 +281,30 @@ class Factory:
         assert response.status_code == 201, response.text
         deposit_id = response.json()["id"]
         response = await self.http.post(
-            f"/satmachineadmin/api/v1/deposits/{deposit_id}/confirm", headers=operator.admin
+            f"/satmachineadmin/api/v1/deposits/{deposit_id}/confirm",
+            headers=operator.admin,
         )
         assert response.status_code == 200, response.text
         return response.json()
 
     async def balance_of(self, operator: User, client_id: str) -> dict:
         response = await self.http.get(
-            f"/satmachineadmin/api/v1/clients/{client_id}/balance", headers=operator.invoice
+            f"/satmachineadmin/api/v1/clients/{client_id}/balance",
+            headers=operator.invoice,
         )
         assert response.status_code == 200, response.text
         return response.json()
 
-
     # ------------------------------------------------------------ playing an ATM
 
     def bitspire_extra(
-        self, machine: dict, tx_type: str, fiat: str, principal: int, fee: int, **overrides: Any
+        self,
+        machine: dict,
+        tx_type: str,
+        fiat: str,
+        principal: int,
+        fee: int,
+        **overrides: Any,
     ) -> dict:
         wire = principal + fee if tx_type == "cash_out" else principal - fee
         extra = {
@@ -300,7 +333,9 @@ class Factory:
         """A passer-by sells bitcoin: an invoice on the machine wallet, paid by them."""
         from lnbits.core.services import create_invoice, pay_invoice
 
-        extra = self.bitspire_extra(machine, "cash_out", fiat, principal, fee, **overrides)
+        extra = self.bitspire_extra(
+            machine, "cash_out", fiat, principal, fee, **overrides
+        )
         invoice = await create_invoice(
             wallet_id=machine["wallet"].id,
             amount=amount if amount is not None else principal + fee,
@@ -325,7 +360,9 @@ class Factory:
         """A passer-by buys bitcoin: the machine wallet pays the customer's invoice."""
         from lnbits.core.services import create_invoice, pay_invoice
 
-        extra = self.bitspire_extra(machine, "cash_in", fiat, principal, fee, **overrides)
+        extra = self.bitspire_extra(
+            machine, "cash_in", fiat, principal, fee, **overrides
+        )
         invoice = await create_invoice(
             wallet_id=customer.id,
             amount=amount if amount is not None else principal - fee,
@@ -359,15 +396,22 @@ class Factory:
 
         return await distribution.run_due_settlements()
 
-    async def platform(self, super_user: "User", fraction: str, fee_wallet: Optional[Wallet]) -> None:
+    async def platform(
+        self, super_user: "User", fraction: str, fee_wallet: Optional[Wallet]
+    ) -> None:
         response = await self.http.put(
             "/satmachineadmin/api/v1/super/config",
             headers=super_user.admin,
-            json={"super_fee_fraction": fraction, "fee_wallet_id": fee_wallet.id if fee_wallet else None},
+            json={
+                "super_fee_fraction": fraction,
+                "fee_wallet_id": fee_wallet.id if fee_wallet else None,
+            },
         )
         assert response.status_code == 200, response.text
 
-    async def splits(self, operator: User, legs: list, machine_id: Optional[str] = None) -> dict:
+    async def splits(
+        self, operator: User, legs: list, machine_id: Optional[str] = None
+    ) -> dict:
         response = await self.http.put(
             "/satmachineadmin/api/v1/commission/splits",
             headers=operator.admin,

@@ -154,7 +154,11 @@ async def world(http: Any, factory: Any, super_user: Any) -> World:
 # in braces are filled in from the world: {machine} is A's machine id, and so on.
 ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/machines", None),
-    ("POST", "/machines", {"name": "x", "wallet_id": "{spare}", "fiat_currency": "GTQ"}),
+    (
+        "POST",
+        "/machines",
+        {"name": "x", "wallet_id": "{spare}", "fiat_currency": "GTQ"},
+    ),
     ("GET", "/machines/{machine}", None),
     ("PUT", "/machines/{machine}", {"name": "renamed"}),
     ("PUT", "/lp", {"wallet_id": "{lp_wallet}", "dca_mode": "flow"}),
@@ -286,17 +290,34 @@ FOREIGN: dict[str, tuple[str, str, Any, str]] = {
     "get-machine": ("GET", "/machines/{machine}", None, "machine"),
     "rename-machine": ("PUT", "/machines/{machine}", {"name": "hijacked"}, "machine"),
     "rewallet-machine": (
-        "PUT", "/machines/{machine}", {"wallet_id": "{b_spare}"}, "machine"
+        "PUT",
+        "/machines/{machine}",
+        {"wallet_id": "{b_spare}"},
+        "machine",
     ),
     "deactivate-machine": (
-        "PUT", "/machines/{machine}", {"status": "inactive"}, "machine"
+        "PUT",
+        "/machines/{machine}",
+        {"status": "inactive"},
+        "machine",
     ),
-    "list-clients-of-machine": ("GET", "/clients?machine_id={machine}", None, "machine"),
+    "list-clients-of-machine": (
+        "GET",
+        "/clients?machine_id={machine}",
+        None,
+        "machine",
+    ),
     "enrol-newcomer": (
-        "POST", "/clients", {"machine_id": "{machine}", "user_id": "{newcomer}"}, "machine"
+        "POST",
+        "/clients",
+        {"machine_id": "{machine}", "user_id": "{newcomer}"},
+        "machine",
     ),
     "enrol-own-lp": (
-        "POST", "/clients", {"machine_id": "{machine}", "user_id": "{b_lp}"}, "machine"
+        "POST",
+        "/clients",
+        {"machine_id": "{machine}", "user_id": "{b_lp}"},
+        "machine",
     ),
     "get-client": ("GET", "/clients/{client}", None, "client"),
     "deactivate-client": ("PUT", "/clients/{client}", {"status": "inactive"}, "client"),
@@ -304,7 +325,10 @@ FOREIGN: dict[str, tuple[str, str, Any, str]] = {
     "client-balance": ("GET", "/clients/{client}/balance", None, "client"),
     "list-deposits-of-client": ("GET", "/deposits?client_id={client}", None, "client"),
     "deposit-for-client": (
-        "POST", "/deposits", {"client_id": "{client}", "amount": "10.00"}, "client"
+        "POST",
+        "/deposits",
+        {"client_id": "{client}", "amount": "10.00"},
+        "client",
     ),
     "confirm-pending": ("POST", "/deposits/{pending}/confirm", None, "pending"),
     "cancel-pending": ("POST", "/deposits/{pending}/cancel", None, "pending"),
@@ -312,12 +336,18 @@ FOREIGN: dict[str, tuple[str, str, Any, str]] = {
     "cancel-confirmed": ("POST", "/deposits/{confirmed}/cancel", None, "confirmed"),
     "confirm-confirmed": ("POST", "/deposits/{confirmed}/confirm", None, "confirmed"),
     "get-machine-splits": (
-        "GET", "/commission/splits?machine_id={machine}", None, "machine"
+        "GET",
+        "/commission/splits?machine_id={machine}",
+        None,
+        "machine",
     ),
     "set-machine-splits": (
         "PUT",
         "/commission/splits",
-        {"machine_id": "{machine}", "legs": [{"target": "{b_wallet}", "percent": "100"}]},
+        {
+            "machine_id": "{machine}",
+            "legs": [{"target": "{b_wallet}", "percent": "100"}],
+        },
         "machine",
     ),
 }
@@ -401,9 +431,14 @@ async def test_same_lp_at_two_operators_is_seen_by_each_only_as_their_client(
         # ...but A sees only their own enrolment, and B only theirs.
         a_clients = (await http.get(f"{API}/clients", headers=world.a.admin)).json()
         assert b_client["id"] not in [c["id"] for c in a_clients]
-        refused(await http.get(f"{API}/clients/{b_client['id']}", headers=world.a.admin), 404)
+        refused(
+            await http.get(f"{API}/clients/{b_client['id']}", headers=world.a.admin),
+            404,
+        )
         b_balance = (
-            await http.get(f"{API}/clients/{b_client['id']}/balance", headers=world.b.admin)
+            await http.get(
+                f"{API}/clients/{b_client['id']}/balance", headers=world.b.admin
+            )
         ).json()
         assert b_balance["total_deposits"] == "0.00"  # A's 100.00 is not B's
     finally:
@@ -431,7 +466,9 @@ async def test_machine_on_another_operators_wallet_is_403(http, factory):
         # 403 even for a wallet that is already a machine: a 409 would leak that.
         refused(response, 403)
         response = await http.put(
-            f"{API}/machines/{b_machine['id']}", headers=b.admin, json={"wallet_id": wallet_id}
+            f"{API}/machines/{b_machine['id']}",
+            headers=b.admin,
+            json={"wallet_id": wallet_id},
         )
         refused(response, 403)
     # LP preferences and the platform fee wallet follow the same rule.
@@ -485,7 +522,11 @@ async def test_a_wallet_belongs_to_one_machine(http, factory):
     response = await http.post(
         f"{API}/machines",
         headers=operator.admin,
-        json={"name": "third", "wallet_id": second["wallet_id"], "fiat_currency": "GTQ"},
+        json={
+            "name": "third",
+            "wallet_id": second["wallet_id"],
+            "fiat_currency": "GTQ",
+        },
     )
     assert response.status_code == 201, response.text
 
@@ -524,7 +565,10 @@ async def test_lp_on_operator_endpoints_sees_nothing_of_the_operator(http, world
         (
             "PUT",
             "/commission/splits",
-            {"machine_id": world.machine_a["id"], "legs": [{"target": lp.wallet.id, "percent": "100"}]},
+            {
+                "machine_id": world.machine_a["id"],
+                "legs": [{"target": lp.wallet.id, "percent": "100"}],
+            },
         ),
     ):
         refused(await call(http, method, path, body, lp.admin), 404)
@@ -532,7 +576,11 @@ async def test_lp_on_operator_endpoints_sees_nothing_of_the_operator(http, world
     response = await http.post(
         f"{API}/machines",
         headers=lp.admin,
-        json={"name": "x", "wallet_id": world.machine_a["wallet_id"], "fiat_currency": "GTQ"},
+        json={
+            "name": "x",
+            "wallet_id": world.machine_a["wallet_id"],
+            "fiat_currency": "GTQ",
+        },
     )
     refused(response, 403)
     assert await world.snapshot() == before
@@ -550,12 +598,18 @@ async def test_lp_preferences_wallet_must_be_the_lps_own(http, factory, world):
     ):
         for body in (
             {"wallet_id": wallet_id},
-            {"wallet_id": wallet_id, "dca_mode": "fixed", "fixed_mode_daily_limit": "10"},
+            {
+                "wallet_id": wallet_id,
+                "dca_mode": "fixed",
+                "fixed_mode_daily_limit": "10",
+            },
         ):
             refused(await http.put(f"{API}/lp", headers=lp.admin, json=body), 403)
     # An invoice key cannot set preferences even with the LP's own wallet.
     refused(
-        await http.put(f"{API}/lp", headers=lp.invoice, json={"wallet_id": lp.wallet.id}),
+        await http.put(
+            f"{API}/lp", headers=lp.invoice, json={"wallet_id": lp.wallet.id}
+        ),
         403,
         "Invalid adminkey.",
     )
@@ -567,7 +621,9 @@ async def test_lp_preferences_of_a_user_with_none(http, factory, world):
     for headers in (newbie.admin, newbie.invoice):
         refused(await http.get(f"{API}/lp", headers=headers), 404)
     refused(
-        await http.put(f"{API}/lp", headers=newbie.admin, json={"wallet_id": world.lp_a.wallet.id}),
+        await http.put(
+            f"{API}/lp", headers=newbie.admin, json={"wallet_id": world.lp_a.wallet.id}
+        ),
         403,
     )
     refused(await http.get(f"{API}/lp", headers=newbie.admin), 404)

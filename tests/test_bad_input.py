@@ -214,7 +214,12 @@ MACHINE_CREATE = [
     ("name-missing", {"name": MISSING}, 400, "name: is required"),
     ("wallet-missing", {"wallet_id": MISSING}, 400, "wallet_id: is required"),
     ("currency-missing", {"fiat_currency": MISSING}, 400, "fiat_currency: is required"),
-    ("empty-object", {"name": MISSING, "wallet_id": MISSING, "fiat_currency": MISSING}, 400, "name"),
+    (
+        "empty-object",
+        {"name": MISSING, "wallet_id": MISSING, "fiat_currency": MISSING},
+        400,
+        "name",
+    ),
     ("name-empty", {"name": ""}, 400, "name"),
     ("name-blank", {"name": "   "}, 400, "name"),
     ("name-null", {"name": None}, 400, "name"),
@@ -241,7 +246,12 @@ MACHINE_CREATE = [
     ("device-short", {"lamassu_device_id": "ab" * 31}, 400, "lamassu_device_id"),
     ("device-long", {"lamassu_device_id": "a" * 65}, 400, "lamassu_device_id"),
     ("device-not-hex", {"lamassu_device_id": "g" * 64}, 400, "lamassu_device_id"),
-    ("device-with-colons", {"lamassu_device_id": ":".join(["ab"] * 32)}, 400, "lamassu_device_id"),
+    (
+        "device-with-colons",
+        {"lamassu_device_id": ":".join(["ab"] * 32)},
+        400,
+        "lamassu_device_id",
+    ),
     ("device-number", {"lamassu_device_id": 12345}, 400, "lamassu_device_id"),
     ("npub-bad", {"machine_npub": "npub1xyz"}, 400, "machine_npub"),
     ("npub-number", {"machine_npub": 5}, 400, "machine_npub"),
@@ -256,7 +266,9 @@ MACHINE_CREATE = [
 @cases(MACHINE_CREATE)
 async def test_create_machine(http, world, changes, status, needle):
     body = world.fill(build(MACHINE_BASE, changes))
-    response = await http.post(f"{API}/machines", headers=world.operator.admin, json=body)
+    response = await http.post(
+        f"{API}/machines", headers=world.operator.admin, json=body
+    )
     await assert_refused(world, response, status, needle)
 
 
@@ -314,25 +326,105 @@ LP_CASES = [
     ("mode-null", {"dca_mode": None}, 400, "dca_mode"),
     ("mode-number", {"dca_mode": 1}, 400, "dca_mode"),
     ("fixed-without-limit", FIXED, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-empty", {**FIXED, "fixed_mode_daily_limit": ""}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-zero", {**FIXED, "fixed_mode_daily_limit": "0"}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-negative", {**FIXED, "fixed_mode_daily_limit": "-5"}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-negative-number", {**FIXED, "fixed_mode_daily_limit": -5}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-text", {**FIXED, "fixed_mode_daily_limit": "ten"}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-nan", {**FIXED, "fixed_mode_daily_limit": "NaN"}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-infinity", {**FIXED, "fixed_mode_daily_limit": "Infinity"}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-huge", {**FIXED, "fixed_mode_daily_limit": "1e13"}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-true", {**FIXED, "fixed_mode_daily_limit": True}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-list", {**FIXED, "fixed_mode_daily_limit": ["10"]}, 400, "fixed_mode_daily_limit"),
-    ("fixed-limit-object", {**FIXED, "fixed_mode_daily_limit": {"GTQ": "10"}}, 400, "fixed_mode_daily_limit"),
+    (
+        "fixed-limit-empty",
+        {**FIXED, "fixed_mode_daily_limit": ""},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-zero",
+        {**FIXED, "fixed_mode_daily_limit": "0"},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-negative",
+        {**FIXED, "fixed_mode_daily_limit": "-5"},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-negative-number",
+        {**FIXED, "fixed_mode_daily_limit": -5},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-text",
+        {**FIXED, "fixed_mode_daily_limit": "ten"},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-nan",
+        {**FIXED, "fixed_mode_daily_limit": "NaN"},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-infinity",
+        {**FIXED, "fixed_mode_daily_limit": "Infinity"},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-huge",
+        {**FIXED, "fixed_mode_daily_limit": "1e13"},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-true",
+        {**FIXED, "fixed_mode_daily_limit": True},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-list",
+        {**FIXED, "fixed_mode_daily_limit": ["10"]},
+        400,
+        "fixed_mode_daily_limit",
+    ),
+    (
+        "fixed-limit-object",
+        {**FIXED, "fixed_mode_daily_limit": {"GTQ": "10"}},
+        400,
+        "fixed_mode_daily_limit",
+    ),
     ("autoforward-maybe", {"autoforward_enabled": "maybe"}, 400, "autoforward_enabled"),
     ("autoforward-list", {"autoforward_enabled": [True]}, 400, "autoforward_enabled"),
     ("autoforward-object", {"autoforward_enabled": {}}, 400, "autoforward_enabled"),
-    ("autoforward-without-address", {"autoforward_enabled": True}, 400, "autoforward_ln_address"),
-    ("address-not-an-address", {"autoforward_enabled": True, "autoforward_ln_address": "alice"}, 400, "autoforward_ln_address"),
-    ("address-no-domain", {"autoforward_enabled": True, "autoforward_ln_address": "alice@"}, 400, "autoforward_ln_address"),
-    ("address-spaces", {"autoforward_enabled": True, "autoforward_ln_address": "al ice@x.com"}, 400, "autoforward_ln_address"),
-    ("address-too-long", {"autoforward_enabled": True, "autoforward_ln_address": "a" * 320 + "@x.com"}, 400, "autoforward_ln_address"),
+    (
+        "autoforward-without-address",
+        {"autoforward_enabled": True},
+        400,
+        "autoforward_ln_address",
+    ),
+    (
+        "address-not-an-address",
+        {"autoforward_enabled": True, "autoforward_ln_address": "alice"},
+        400,
+        "autoforward_ln_address",
+    ),
+    (
+        "address-no-domain",
+        {"autoforward_enabled": True, "autoforward_ln_address": "alice@"},
+        400,
+        "autoforward_ln_address",
+    ),
+    (
+        "address-spaces",
+        {"autoforward_enabled": True, "autoforward_ln_address": "al ice@x.com"},
+        400,
+        "autoforward_ln_address",
+    ),
+    (
+        "address-too-long",
+        {"autoforward_enabled": True, "autoforward_ln_address": "a" * 320 + "@x.com"},
+        400,
+        "autoforward_ln_address",
+    ),
     ("address-number", {"autoforward_ln_address": 5}, 400, "autoforward_ln_address"),
     ("extra-user", {"user_id": "{newcomer}"}, 400, "user_id"),
     ("extra-field", {"machine_id": "{G}"}, 400, "machine_id"),
@@ -374,7 +466,9 @@ ENROL = [
 @cases(ENROL)
 async def test_enrol_client(http, world, changes, status, needle):
     body = world.fill(build(ENROL_BASE, changes))
-    response = await http.post(f"{API}/clients", headers=world.operator.admin, json=body)
+    response = await http.post(
+        f"{API}/clients", headers=world.operator.admin, json=body
+    )
     await assert_refused(world, response, status, needle)
 
 
@@ -473,7 +567,9 @@ DEPOSITS = [
 @cases(DEPOSITS)
 async def test_create_deposit(http, world, changes, status, needle):
     body = world.fill(build(DEPOSIT_BASE, changes))
-    response = await http.post(f"{API}/deposits", headers=world.operator.admin, json=body)
+    response = await http.post(
+        f"{API}/deposits", headers=world.operator.admin, json=body
+    )
     await assert_refused(world, response, status, needle)
 
 
@@ -512,11 +608,21 @@ READS = [
     ("balance-of-a-machine-id", "GET /clients/{G}/balance", 404, "client"),
     ("clients-of-unknown-machine", "GET /clients?machine_id={unknown}", 404, "machine"),
     ("clients-of-a-client-id", "GET /clients?machine_id={cG}", 404, "machine"),
-    ("clients-machine-too-long", "GET /clients?machine_id=" + "m" * 65, 400, "machine_id"),
+    (
+        "clients-machine-too-long",
+        "GET /clients?machine_id=" + "m" * 65,
+        400,
+        "machine_id",
+    ),
     ("clients-machine-nul", "GET /clients?machine_id=%00", 400, "NUL"),
     ("deposits-of-unknown-client", "GET /deposits?client_id={unknown}", 404, "client"),
     ("deposits-of-a-machine-id", "GET /deposits?client_id={G}", 404, "client"),
-    ("deposits-client-too-long", "GET /deposits?client_id=" + "c" * 65, 400, "client_id"),
+    (
+        "deposits-client-too-long",
+        "GET /deposits?client_id=" + "c" * 65,
+        400,
+        "client_id",
+    ),
     ("deposits-client-nul", "GET /deposits?client_id=x%00", 400, "NUL"),
     (
         "splits-of-unknown-machine",
@@ -587,7 +693,9 @@ async def test_super_config(http, world, changes, status, needle):
 
 
 def legs(*pairs: Any) -> dict:
-    return {"legs": [{"target": target, "percent": percent} for target, percent in pairs]}
+    return {
+        "legs": [{"target": target, "percent": percent} for target, percent in pairs]
+    }
 
 
 SPLITS_BASE = {"machine_id": "{G}", "legs": [{"target": "lps", "percent": "100"}]}
@@ -597,7 +705,12 @@ SPLITS = [
     ("sum-off-by-a-hair", legs(("lps", "50"), ("{op_wallet}", "49.9999")), 400, "100"),
     ("zero-leg", legs(("lps", "100"), ("{op_wallet}", "0")), 400, "percent"),
     ("negative-leg", legs(("lps", "110"), ("{op_wallet}", "-10")), 400, "percent"),
-    ("five-decimals", legs(("lps", "33.33333"), ("{op_wallet}", "66.66667")), 400, "decimal"),
+    (
+        "five-decimals",
+        legs(("lps", "33.33333"), ("{op_wallet}", "66.66667")),
+        400,
+        "decimal",
+    ),
     ("percent-text", legs(("lps", "all")), 400, "percent"),
     ("percent-with-sign", legs(("lps", "100%")), 400, "percent"),
     ("percent-empty", legs(("lps", "")), 400, "percent"),
@@ -605,7 +718,12 @@ SPLITS = [
     ("percent-infinity", legs(("lps", "Infinity")), 400, "percent"),
     ("percent-minus-infinity", legs(("lps", "-Infinity")), 400, "percent"),
     ("percent-huge-exponent", legs(("lps", "1e999999999")), 400, "percent"),
-    ("percent-tiny-exponent", legs(("lps", "100"), ("{op_wallet}", "1e-999999999")), 400, "percent"),
+    (
+        "percent-tiny-exponent",
+        legs(("lps", "100"), ("{op_wallet}", "1e-999999999")),
+        400,
+        "percent",
+    ),
     ("percent-null", legs(("lps", None)), 400, "percent"),
     ("percent-true", legs(("lps", True)), 400, "percent"),
     ("percent-list", legs(("lps", ["100"])), 400, "percent"),
@@ -626,9 +744,24 @@ SPLITS = [
     ("target-bad-lnurl-prefixed", legs(("lightning:LNURL1ABC", "100")), 400, "target"),
     ("target-too-long", legs(("x" * 2001, "100")), 400, "target"),
     ("second-target-bad", legs(("lps", "50"), ("nowhere", "50")), 400, "nowhere"),
-    ("label-too-long", {"legs": [{"target": "lps", "percent": "100", "label": "l" * 101}]}, 400, "label"),
-    ("label-number", {"legs": [{"target": "lps", "percent": "100", "label": 7}]}, 400, "label"),
-    ("leg-extra-field", {"legs": [{"target": "lps", "percent": "100", "weight": 1}]}, 400, "weight"),
+    (
+        "label-too-long",
+        {"legs": [{"target": "lps", "percent": "100", "label": "l" * 101}]},
+        400,
+        "label",
+    ),
+    (
+        "label-number",
+        {"legs": [{"target": "lps", "percent": "100", "label": 7}]},
+        400,
+        "label",
+    ),
+    (
+        "leg-extra-field",
+        {"legs": [{"target": "lps", "percent": "100", "weight": 1}]},
+        400,
+        "weight",
+    ),
     ("leg-not-an-object", {"legs": ["lps"]}, 400, "legs"),
     ("leg-as-pairs", {"legs": [[["target", "lps"], ["percent", "100"]]]}, 400, "legs"),
     ("legs-missing", {"legs": MISSING}, 400, "legs: is required"),
@@ -692,7 +825,11 @@ RAW_BODIES = [
     ("empty", b"", "body: is required"),
     ("null", b"null", "body: is required"),
     ("list", b"[]", None),
-    ("list-of-pairs", b'[["name", "x"], ["amount", "5"], ["status", "inactive"]]', None),
+    (
+        "list-of-pairs",
+        b'[["name", "x"], ["amount", "5"], ["status", "inactive"]]',
+        None,
+    ),
     ("string", b'"hello"', None),
     ("number", b"5", None),
     ("true", b"true", None),
@@ -700,12 +837,16 @@ RAW_BODIES = [
 
 
 @pytest.mark.parametrize(
-    "method,path,caller", WRITE_ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in WRITE_ENDPOINTS]
+    "method,path,caller",
+    WRITE_ENDPOINTS,
+    ids=[f"{m} {p}" for m, p, _ in WRITE_ENDPOINTS],
 )
 @pytest.mark.parametrize(
     "raw,needle", [r[1:] for r in RAW_BODIES], ids=[r[0] for r in RAW_BODIES]
 )
-async def test_body_is_not_a_json_object(http, world, method, path, caller, raw, needle):
+async def test_body_is_not_a_json_object(
+    http, world, method, path, caller, raw, needle
+):
     headers = {**getattr(world, caller).admin, "Content-Type": "application/json"}
     response = await http.request(
         method, f"{API}{world.fill(path)}", headers=headers, content=raw
@@ -714,7 +855,9 @@ async def test_body_is_not_a_json_object(http, world, method, path, caller, raw,
 
 
 @pytest.mark.parametrize(
-    "method,path,caller", WRITE_ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in WRITE_ENDPOINTS]
+    "method,path,caller",
+    WRITE_ENDPOINTS,
+    ids=[f"{m} {p}" for m, p, _ in WRITE_ENDPOINTS],
 )
 async def test_body_that_is_not_declared_json(http, world, method, path, caller):
     # A form post or plain text is not a JSON body, whatever it contains.
@@ -752,7 +895,9 @@ async def test_every_base_body_is_accepted(http, factory, super_user):
     assert machine["name"] == "New ATM" and machine["fiat_currency"] == "GTQ"
     await ok("PUT", "/machines/{G}", {"name": "fine"}, op)
     await ok("PUT", "/lp", LP_BASE, w.lp.admin)
-    await ok("PUT", "/lp", {**LP_BASE, **FIXED, "fixed_mode_daily_limit": "10"}, w.lp.admin)
+    await ok(
+        "PUT", "/lp", {**LP_BASE, **FIXED, "fixed_mode_daily_limit": "10"}, w.lp.admin
+    )
     client = await ok("POST", "/clients", ENROL_BASE, op)
     assert client["username"] == "newcomer"
     await ok("PUT", "/clients/{cG}", {"username": "renamed", "status": "active"}, op)
@@ -766,7 +911,9 @@ async def test_every_base_body_is_accepted(http, factory, super_user):
         ("{cJ}", "1500", "1500"),
         ("{cJ}", "1.0", "1"),
     ):
-        deposit = await ok("POST", "/deposits", {"client_id": client_id, "amount": value}, op)
+        deposit = await ok(
+            "POST", "/deposits", {"client_id": client_id, "amount": value}, op
+        )
         assert deposit["amount"] == shown, (value, deposit)
     splits = await ok("PUT", "/commission/splits", SPLITS_BASE, op)
     assert [leg["percent"] for leg in splits["legs"]] == ["100"]

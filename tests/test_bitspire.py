@@ -15,10 +15,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
-pytestmark = pytest.mark.usefixtures("drained_engine")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+pytestmark = pytest.mark.usefixtures("drained_engine")
 
 API = "/satmachineadmin/api/v1"
 NPUB = "npub1" + "q" * 58
@@ -46,7 +46,9 @@ async def atm(factory, super_user):
     lp = await factory.lp()
     client = await factory.enrol(operator, machine, lp, deposit="5000.00")
     split = await factory.wallet(operator, "commission")
-    await factory.splits(operator, [{"target": split.id, "percent": "100"}], machine["id"])
+    await factory.splits(
+        operator, [{"target": split.id, "percent": "100"}], machine["id"]
+    )
     fee_wallet = await factory.wallet(super_user, "bitspire fees")
     customer = await factory.user()
     await factory.fund(customer.wallet, 10_000_000)
@@ -55,7 +57,9 @@ async def atm(factory, super_user):
     await factory.platform(super_user, "0", None)
 
 
-async def _play(factory, atm, direction, fiat, principal, fee, amount=None, **overrides):
+async def _play(
+    factory, atm, direction, fiat, principal, fee, amount=None, **overrides
+):
     """An ATM payment: "in" = an invoice on the machine wallet paid by the customer
     (a cash-out's direction), "out" = the machine wallet paying the customer (a
     cash-in's). The payload is factory.bitspire_extra plus overrides; DROP removes a
@@ -65,11 +69,23 @@ async def _play(factory, atm, direction, fiat, principal, fee, amount=None, **ov
     if not dropped:
         if direction == "in":
             played = await factory.cash_out(
-                atm.machine, atm.customer.wallet, fiat, principal, fee, amount, **overrides
+                atm.machine,
+                atm.customer.wallet,
+                fiat,
+                principal,
+                fee,
+                amount,
+                **overrides,
             )
         else:
             played = await factory.cash_in(
-                atm.machine, atm.customer.wallet, fiat, principal, fee, amount, **overrides
+                atm.machine,
+                atm.customer.wallet,
+                fiat,
+                principal,
+                fee,
+                amount,
+                **overrides,
             )
         payment_hash = played.pop("payment_hash")
         return played, payment_hash, _carried(direction, principal, fee, amount)
@@ -83,16 +99,23 @@ async def _play(factory, atm, direction, fiat, principal, fee, amount=None, **ov
     sats = _carried(direction, principal, fee, amount)
     if direction == "in":
         invoice = await create_invoice(
-            wallet_id=atm.machine["wallet"].id, amount=sats, memo="ATM", extra=extra,
+            wallet_id=atm.machine["wallet"].id,
+            amount=sats,
+            memo="ATM",
+            extra=extra,
             internal=True,
         )
-        await pay_invoice(wallet_id=atm.customer.wallet.id, payment_request=invoice.bolt11)
+        await pay_invoice(
+            wallet_id=atm.customer.wallet.id, payment_request=invoice.bolt11
+        )
     else:
         invoice = await create_invoice(
             wallet_id=atm.customer.wallet.id, amount=sats, memo="ATM", internal=True
         )
         await pay_invoice(
-            wallet_id=atm.machine["wallet"].id, payment_request=invoice.bolt11, extra=extra
+            wallet_id=atm.machine["wallet"].id,
+            payment_request=invoice.bolt11,
+            extra=extra,
         )
     return extra, invoice.payment_hash, sats
 
@@ -144,97 +167,360 @@ C = {"fiat": "10.00", "principal": 1_500, "fee": 100}  # 150 sats/GTQ, wire 1600
 BAD = [
     # (case id, payment direction, base amounts, amount carried, payload overrides,
     #  what the reason must say)
-    ("cash_out wire != principal+fee", "in", C, 1_601, {"wire_sats": 1_601},
-     "cash_out: wire_sats 1601 != principal_sats 1500 + fee_sats 100"),
-    ("cash_out wire < principal+fee", "in", C, 1_500, {"wire_sats": 1_500},
-     "cash_out: wire_sats 1500 != principal_sats 1500 + fee_sats 100"),
-    ("cash_in wire != principal-fee", "out", C, 1_600, {"wire_sats": 1_600},
-     "cash_in: wire_sats 1600 != principal_sats 1500 - fee_sats 100"),
-    ("cash_in fee > principal", "out", {"fiat": "10.00", "principal": 100, "fee": 200},
-     100, {"wire_sats": 100}, "cash_in: fee_sats 200 exceeds principal_sats 100"),
-    ("cash_out claims more than carried", "in", C, 1_599, {},
-     "the payment carried 1599 sats but the payload claims wire_sats 1600"),
-    ("cash_out claims less than carried", "in", C, 1_601, {},
-     "the payment carried 1601 sats but the payload claims wire_sats 1600"),
-    ("cash_in claims more than carried", "out", C, 1_399, {},
-     "the payment carried 1399 sats but the payload claims wire_sats 1400"),
-    ("cash_out stamped on an outbound payment", "out",
-     {"fiat": "10.00", "principal": 1_500, "fee": 0}, None, {"type": "cash_out"},
-     "cash_out stamped on an outbound payment"),
-    ("cash_in stamped on an inbound payment", "in",
-     {"fiat": "10.00", "principal": 1_500, "fee": 0}, None, {"type": "cash_in"},
-     "cash_in stamped on an inbound payment"),
-    ("currency mismatch", "in", C, None, {"currency": "USD"},
-     "currency 'USD' does not match the machine's GTQ"),
-    ("currency missing", "in", C, None, {"currency": DROP},
-     "currency None does not match the machine's GTQ"),
-    ("fiat with too many decimals", "in", {"fiat": "10.001", "principal": 1_500, "fee": 100},
-     None, {}, "fiat_amount: amount 10.001 has more decimals than GTQ allows (2)"),
-    ("fiat negative", "in", {"fiat": "-10.00", "principal": 1_500, "fee": 100}, None, {},
-     "fiat_amount: amount -10.00 is negative"),
-    ("fiat zero", "in", {"fiat": "0.00", "principal": 1_500, "fee": 100}, None, {},
-     "fiat_amount and principal_sats must be greater than zero"),
-    ("fiat not a number", "in", {"fiat": "ten", "principal": 1_500, "fee": 100}, None, {},
-     "fiat_amount: amount 'ten' is not a decimal number"),
-    ("fiat as a float", "in", C, None, {"fiat_amount": 10.0},
-     "fiat_amount must be a decimal string"),
-    ("fiat as a boolean", "in", C, None, {"fiat_amount": True},
-     "fiat_amount must be a decimal string"),
-    ("fiat missing", "in", C, None, {"fiat_amount": DROP},
-     "fiat_amount must be a decimal string"),
-    ("principal zero", "in", {"fiat": "10.00", "principal": 0, "fee": 100}, None, {},
-     "fiat_amount and principal_sats must be greater than zero"),
-    ("rate off by 2 sats", "in", C, None, {"exchange_rate": "150.2"},
-     "exchange_rate 150.2 disagrees with principal_sats / fiat_amount by more than 1 sat"),
-    ("rate off by 1.5 sats", "in", C, None, {"exchange_rate": "149.85"},
-     "exchange_rate 149.85 disagrees"),
-    ("rate with an absurd exponent", "in", C, None, {"exchange_rate": "1E+999999"},
-     "exchange_rate 1E+999999 disagrees"),
-    ("rate as a float", "in", C, None, {"exchange_rate": 150.0},
-     "exchange_rate must be a decimal string"),
-    ("rate not a number", "in", C, None, {"exchange_rate": "NaN"},
-     "exchange_rate must be a finite, non-negative decimal"),
-    ("rate gibberish", "in", C, None, {"exchange_rate": "150 sats"},
-     "exchange_rate is not a decimal"),
-    ("fee_fraction above 1", "in", C, None, {"fee_fraction": "1.5"},
-     "fee_fraction must be between 0 and 1"),
-    ("machine_npub mismatch", "in", C, None, {"machine_npub": OTHER_NPUB},
-     "machine_npub does not match"),
-    ("machine_npub missing", "in", C, None, {"machine_npub": DROP},
-     "machine_npub does not match"),
-    ("wire as a string", "in", C, None, {"wire_sats": "1600"},
-     "wire_sats must be an integer number of sats, got '1600'"),
-    ("principal as a float", "in", C, None, {"principal_sats": 1500.0},
-     "principal_sats must be an integer number of sats, got 1500.0"),
-    ("fee as a boolean", "in", C, None, {"fee_sats": True},
-     "fee_sats must be an integer number of sats, got True"),
-    ("wire as a list", "in", C, None, {"wire_sats": [1600]},
-     "wire_sats must be an integer number of sats, got [1600]"),
-    ("principal as a dict", "in", C, None, {"principal_sats": {"sats": 1500}},
-     "principal_sats must be an integer number of sats"),
-    ("fee as null", "in", C, None, {"fee_sats": None},
-     "fee_sats must be an integer number of sats, got None"),
-    ("wire missing", "in", C, None, {"wire_sats": DROP},
-     "wire_sats must be an integer number of sats, got None"),
-    ("wire huge", "in", C, None, {"wire_sats": 10**30},
-     "wire_sats is out of range: 1000000000000000000000000000000"),
-    ("fee negative", "in", {"fiat": "10.00", "principal": 1_500, "fee": -100}, None, {},
-     "fee_sats is out of range: -100"),
-    ("principal negative", "out", {"fiat": "10.00", "principal": -1_500, "fee": 0}, 1_500,
-     {"wire_sats": 1_500}, "principal_sats is out of range: -1500"),
-    ("txid missing", "in", C, None, {"txid": DROP},
-     "txid must be a non-empty string"),
+    (
+        "cash_out wire != principal+fee",
+        "in",
+        C,
+        1_601,
+        {"wire_sats": 1_601},
+        "cash_out: wire_sats 1601 != principal_sats 1500 + fee_sats 100",
+    ),
+    (
+        "cash_out wire < principal+fee",
+        "in",
+        C,
+        1_500,
+        {"wire_sats": 1_500},
+        "cash_out: wire_sats 1500 != principal_sats 1500 + fee_sats 100",
+    ),
+    (
+        "cash_in wire != principal-fee",
+        "out",
+        C,
+        1_600,
+        {"wire_sats": 1_600},
+        "cash_in: wire_sats 1600 != principal_sats 1500 - fee_sats 100",
+    ),
+    (
+        "cash_in fee > principal",
+        "out",
+        {"fiat": "10.00", "principal": 100, "fee": 200},
+        100,
+        {"wire_sats": 100},
+        "cash_in: fee_sats 200 exceeds principal_sats 100",
+    ),
+    (
+        "cash_out claims more than carried",
+        "in",
+        C,
+        1_599,
+        {},
+        "the payment carried 1599 sats but the payload claims wire_sats 1600",
+    ),
+    (
+        "cash_out claims less than carried",
+        "in",
+        C,
+        1_601,
+        {},
+        "the payment carried 1601 sats but the payload claims wire_sats 1600",
+    ),
+    (
+        "cash_in claims more than carried",
+        "out",
+        C,
+        1_399,
+        {},
+        "the payment carried 1399 sats but the payload claims wire_sats 1400",
+    ),
+    (
+        "cash_out stamped on an outbound payment",
+        "out",
+        {"fiat": "10.00", "principal": 1_500, "fee": 0},
+        None,
+        {"type": "cash_out"},
+        "cash_out stamped on an outbound payment",
+    ),
+    (
+        "cash_in stamped on an inbound payment",
+        "in",
+        {"fiat": "10.00", "principal": 1_500, "fee": 0},
+        None,
+        {"type": "cash_in"},
+        "cash_in stamped on an inbound payment",
+    ),
+    (
+        "currency mismatch",
+        "in",
+        C,
+        None,
+        {"currency": "USD"},
+        "currency 'USD' does not match the machine's GTQ",
+    ),
+    (
+        "currency missing",
+        "in",
+        C,
+        None,
+        {"currency": DROP},
+        "currency None does not match the machine's GTQ",
+    ),
+    (
+        "fiat with too many decimals",
+        "in",
+        {"fiat": "10.001", "principal": 1_500, "fee": 100},
+        None,
+        {},
+        "fiat_amount: amount 10.001 has more decimals than GTQ allows (2)",
+    ),
+    (
+        "fiat negative",
+        "in",
+        {"fiat": "-10.00", "principal": 1_500, "fee": 100},
+        None,
+        {},
+        "fiat_amount: amount -10.00 is negative",
+    ),
+    (
+        "fiat zero",
+        "in",
+        {"fiat": "0.00", "principal": 1_500, "fee": 100},
+        None,
+        {},
+        "fiat_amount and principal_sats must be greater than zero",
+    ),
+    (
+        "fiat not a number",
+        "in",
+        {"fiat": "ten", "principal": 1_500, "fee": 100},
+        None,
+        {},
+        "fiat_amount: amount 'ten' is not a decimal number",
+    ),
+    (
+        "fiat as a float",
+        "in",
+        C,
+        None,
+        {"fiat_amount": 10.0},
+        "fiat_amount must be a decimal string",
+    ),
+    (
+        "fiat as a boolean",
+        "in",
+        C,
+        None,
+        {"fiat_amount": True},
+        "fiat_amount must be a decimal string",
+    ),
+    (
+        "fiat missing",
+        "in",
+        C,
+        None,
+        {"fiat_amount": DROP},
+        "fiat_amount must be a decimal string",
+    ),
+    (
+        "principal zero",
+        "in",
+        {"fiat": "10.00", "principal": 0, "fee": 100},
+        None,
+        {},
+        "fiat_amount and principal_sats must be greater than zero",
+    ),
+    (
+        "rate off by 2 sats",
+        "in",
+        C,
+        None,
+        {"exchange_rate": "150.2"},
+        "exchange_rate 150.2 disagrees with principal_sats / fiat_amount by more than 1 sat",
+    ),
+    (
+        "rate off by 1.5 sats",
+        "in",
+        C,
+        None,
+        {"exchange_rate": "149.85"},
+        "exchange_rate 149.85 disagrees",
+    ),
+    (
+        "rate with an absurd exponent",
+        "in",
+        C,
+        None,
+        {"exchange_rate": "1E+999999"},
+        "exchange_rate 1E+999999 disagrees",
+    ),
+    (
+        "rate as a float",
+        "in",
+        C,
+        None,
+        {"exchange_rate": 150.0},
+        "exchange_rate must be a decimal string",
+    ),
+    (
+        "rate not a number",
+        "in",
+        C,
+        None,
+        {"exchange_rate": "NaN"},
+        "exchange_rate must be a finite, non-negative decimal",
+    ),
+    (
+        "rate gibberish",
+        "in",
+        C,
+        None,
+        {"exchange_rate": "150 sats"},
+        "exchange_rate is not a decimal",
+    ),
+    (
+        "fee_fraction above 1",
+        "in",
+        C,
+        None,
+        {"fee_fraction": "1.5"},
+        "fee_fraction must be between 0 and 1",
+    ),
+    (
+        "machine_npub mismatch",
+        "in",
+        C,
+        None,
+        {"machine_npub": OTHER_NPUB},
+        "machine_npub does not match",
+    ),
+    (
+        "machine_npub missing",
+        "in",
+        C,
+        None,
+        {"machine_npub": DROP},
+        "machine_npub does not match",
+    ),
+    (
+        "wire as a string",
+        "in",
+        C,
+        None,
+        {"wire_sats": "1600"},
+        "wire_sats must be an integer number of sats, got '1600'",
+    ),
+    (
+        "principal as a float",
+        "in",
+        C,
+        None,
+        {"principal_sats": 1500.0},
+        "principal_sats must be an integer number of sats, got 1500.0",
+    ),
+    (
+        "fee as a boolean",
+        "in",
+        C,
+        None,
+        {"fee_sats": True},
+        "fee_sats must be an integer number of sats, got True",
+    ),
+    (
+        "wire as a list",
+        "in",
+        C,
+        None,
+        {"wire_sats": [1600]},
+        "wire_sats must be an integer number of sats, got [1600]",
+    ),
+    (
+        "principal as a dict",
+        "in",
+        C,
+        None,
+        {"principal_sats": {"sats": 1500}},
+        "principal_sats must be an integer number of sats",
+    ),
+    (
+        "fee as null",
+        "in",
+        C,
+        None,
+        {"fee_sats": None},
+        "fee_sats must be an integer number of sats, got None",
+    ),
+    (
+        "wire missing",
+        "in",
+        C,
+        None,
+        {"wire_sats": DROP},
+        "wire_sats must be an integer number of sats, got None",
+    ),
+    (
+        "wire huge",
+        "in",
+        C,
+        None,
+        {"wire_sats": 10**30},
+        "wire_sats is out of range: 1000000000000000000000000000000",
+    ),
+    (
+        "fee negative",
+        "in",
+        {"fiat": "10.00", "principal": 1_500, "fee": -100},
+        None,
+        {},
+        "fee_sats is out of range: -100",
+    ),
+    (
+        "principal negative",
+        "out",
+        {"fiat": "10.00", "principal": -1_500, "fee": 0},
+        1_500,
+        {"wire_sats": 1_500},
+        "principal_sats is out of range: -1500",
+    ),
+    ("txid missing", "in", C, None, {"txid": DROP}, "txid must be a non-empty string"),
     ("txid empty", "in", C, None, {"txid": "   "}, "txid must be a non-empty string"),
-    ("txid a number", "in", C, None, {"txid": 12345}, "txid must be a non-empty string"),
-    ("txid too long", "in", C, None, {"txid": "x" * 201}, "txid must be a non-empty string"),
-    ("type unknown", "in", C, None, {"type": "refund"},
-     "type must be cash_out or cash_in, got 'refund'"),
-    ("type in capitals", "in", C, None, {"type": "CASH_OUT"},
-     "type must be cash_out or cash_in, got 'CASH_OUT'"),
-    ("type missing", "in", C, None, {"type": DROP},
-     "type must be cash_out or cash_in, got None"),
-    ("type a list", "out", C, None, {"type": ["cash_in"]},
-     "type must be cash_out or cash_in, got ['cash_in']"),
+    (
+        "txid a number",
+        "in",
+        C,
+        None,
+        {"txid": 12345},
+        "txid must be a non-empty string",
+    ),
+    (
+        "txid too long",
+        "in",
+        C,
+        None,
+        {"txid": "x" * 201},
+        "txid must be a non-empty string",
+    ),
+    (
+        "type unknown",
+        "in",
+        C,
+        None,
+        {"type": "refund"},
+        "type must be cash_out or cash_in, got 'refund'",
+    ),
+    (
+        "type in capitals",
+        "in",
+        C,
+        None,
+        {"type": "CASH_OUT"},
+        "type must be cash_out or cash_in, got 'CASH_OUT'",
+    ),
+    (
+        "type missing",
+        "in",
+        C,
+        None,
+        {"type": DROP},
+        "type must be cash_out or cash_in, got None",
+    ),
+    (
+        "type a list",
+        "out",
+        C,
+        None,
+        {"type": ["cash_in"]},
+        "type must be cash_out or cash_in, got ['cash_in']",
+    ),
 ]
 
 
@@ -258,10 +544,18 @@ async def test_a_broken_rule_is_a_rejected_settlement_that_pays_nothing(
     before = await _wallets(factory, atm)
     lp_balance = await factory.balance_of(atm.operator, atm.client["id"])
     payload, payment_hash, sats = await _play(
-        factory, atm, direction, base["fiat"], base["principal"], base["fee"], amount,
+        factory,
+        atm,
+        direction,
+        base["fiat"],
+        base["principal"],
+        base["fee"],
+        amount,
         **overrides,
     )
-    settlement = await _landed(factory, payment_hash, direction, machine_id=atm.machine["id"])
+    settlement = await _landed(
+        factory, payment_hash, direction, machine_id=atm.machine["id"]
+    )
     assert settlement is not None, "a malformed bitSpire payment must not vanish"
     assert settlement.status == "rejected"
     assert reason in settlement.error
@@ -287,7 +581,9 @@ async def test_a_broken_rule_is_a_rejected_settlement_that_pays_nothing(
     listed = {row["id"]: row for row in response.json()}
     assert listed[settlement.id]["error"] == settlement.error
     assert all(row["status"] == "rejected" for row in listed.values())
-    response = await http.get(f"{API}/settlements/{settlement.id}", headers=atm.operator.invoice)
+    response = await http.get(
+        f"{API}/settlements/{settlement.id}", headers=atm.operator.invoice
+    )
     assert response.status_code == 200
     shown = response.json()
     assert shown["status"] == "rejected"
@@ -306,7 +602,9 @@ async def test_sweeping_every_payment_again_lands_nothing_new(factory, atm):
     every payment is already a settlement or a rejection, nothing lands twice."""
     from satmachineadmin import bitspire, crud
 
-    count = "SELECT COUNT(*) AS n FROM satmachineadmin.settlements WHERE machine_id = :m"
+    count = (
+        "SELECT COUNT(*) AS n FROM satmachineadmin.settlements WHERE machine_id = :m"
+    )
     before = (await crud.db.fetchone(count, {"m": atm.machine["id"]}))["n"]
     assert before >= len(BAD)
     await crud.db.execute(
@@ -317,8 +615,12 @@ async def test_sweeping_every_payment_again_lands_nothing_new(factory, atm):
     assert (await crud.db.fetchone(count, {"m": atm.machine["id"]}))["n"] == before
 
 
-@pytest.mark.parametrize("rate", ["150", "150.1", "149.9", "150.00000000", "1.5E+2", 150])
-async def test_a_rate_within_one_sat_of_principal_is_accepted(factory, super_user, atm, rate):
+@pytest.mark.parametrize(
+    "rate", ["150", "150.1", "149.9", "150.00000000", "1.5E+2", 150]
+)
+async def test_a_rate_within_one_sat_of_principal_is_accepted(
+    factory, super_user, atm, rate
+):
     await factory.platform(super_user, "0", None)
     before = await _wallets(factory, atm)
     _, payment_hash, _ = await _play(
@@ -351,7 +653,9 @@ async def test_the_listener_keeps_working_after_a_burst_of_bad_payments(
     ]
     hashes = []
     for overrides in bad:
-        _, payment_hash, _ = await _play(factory, atm, "in", "10.00", 1_500, 100, **overrides)
+        _, payment_hash, _ = await _play(
+            factory, atm, "in", "10.00", 1_500, 100, **overrides
+        )
         hashes.append(payment_hash)
     _, good_hash, _ = await _play(factory, atm, "in", "10.00", 1_500, 100)
 
@@ -385,7 +689,13 @@ async def test_the_listener_keeps_working_after_a_burst_of_bad_payments(
         {"source": "satmachineadmin", "leg_id": "x"},
         {},
     ],
-    ids=["no source", "other source", "wrong case", "our own payout marker", "no extra"],
+    ids=[
+        "no source",
+        "other source",
+        "wrong case",
+        "our own payout marker",
+        "no extra",
+    ],
 )
 async def test_a_payment_without_the_bitspire_marker_is_ignored(factory, atm, extra):
     from lnbits.core.services import create_invoice, pay_invoice
@@ -394,7 +704,10 @@ async def test_a_payment_without_the_bitspire_marker_is_ignored(factory, atm, ex
 
     before = await factory.balance(atm.machine["wallet"])
     invoice = await create_invoice(
-        wallet_id=atm.machine["wallet"].id, amount=150, memo="not an ATM", extra=extra,
+        wallet_id=atm.machine["wallet"].id,
+        amount=150,
+        memo="not an ATM",
+        extra=extra,
         internal=True,
     )
     await pay_invoice(wallet_id=atm.customer.wallet.id, payment_request=invoice.bolt11)
@@ -412,7 +725,9 @@ async def test_a_payment_without_the_bitspire_marker_is_ignored(factory, atm, ex
     assert await factory.balance(atm.machine["wallet"]) == before + 100
 
 
-async def test_a_bitspire_payment_to_a_wallet_that_is_no_machine_is_ignored(factory, atm):
+async def test_a_bitspire_payment_to_a_wallet_that_is_no_machine_is_ignored(
+    factory, atm
+):
     from lnbits.core.services import create_invoice, pay_invoice
 
     from satmachineadmin import bitspire
@@ -434,7 +749,9 @@ async def test_a_bitspire_payment_to_an_inactive_machine_is_ignored(factory, htt
 
     machine = await factory.machine(atm.operator)
     response = await http.put(
-        f"{API}/machines/{machine['id']}", headers=atm.operator.admin, json={"status": "inactive"}
+        f"{API}/machines/{machine['id']}",
+        headers=atm.operator.admin,
+        json={"status": "inactive"},
     )
     assert response.status_code == 200 and response.json()["status"] == "inactive"
     played = await factory.cash_out(machine, atm.customer.wallet, "10.00", 1_500, 100)
@@ -486,7 +803,9 @@ async def test_the_same_txid_in_two_payments_is_paid_once(factory, super_user, a
     assert await factory.balance(atm.split) - split_before == 100
 
 
-async def test_a_payment_seen_by_listener_and_sweep_lands_once(factory, super_user, atm):
+async def test_a_payment_seen_by_listener_and_sweep_lands_once(
+    factory, super_user, atm
+):
     from lnbits.core.crud import get_standalone_payment
 
     from satmachineadmin import bitspire, crud, tasks
@@ -513,7 +832,11 @@ async def test_a_payment_seen_by_listener_and_sweep_lands_once(factory, super_us
     extra = factory.bitspire_extra(atm.machine, "cash_out", "10.00", 1_500, 100)
     extra.update(machine_npub=NPUB, source="bitspire-offline")
     invoice = await create_invoice(
-        wallet_id=atm.machine["wallet"].id, amount=1_600, memo="x", extra=extra, internal=True
+        wallet_id=atm.machine["wallet"].id,
+        amount=1_600,
+        memo="x",
+        extra=extra,
+        internal=True,
     )
     await pay_invoice(wallet_id=atm.customer.wallet.id, payment_request=invoice.bolt11)
     await core_db.execute(
@@ -539,12 +862,18 @@ async def test_a_payment_seen_by_listener_and_sweep_lands_once(factory, super_us
     assert after["machine"] == before["machine"]
 
 
-async def test_rejected_settlements_filter_and_fetch_through_the_api(factory, http, atm):
+async def test_rejected_settlements_filter_and_fetch_through_the_api(
+    factory, http, atm
+):
     """Another operator sees none of them; the status filter returns only rejections."""
-    _, payment_hash, _ = await _play(factory, atm, "in", "10.00", 1_500, 100, type="nope")
+    _, payment_hash, _ = await _play(
+        factory, atm, "in", "10.00", 1_500, 100, type="nope"
+    )
     settlement = await _landed(factory, payment_hash, "in")
     other = await factory.operator()
-    response = await http.get(f"{API}/settlements/{settlement.id}", headers=other.invoice)
+    response = await http.get(
+        f"{API}/settlements/{settlement.id}", headers=other.invoice
+    )
     assert response.status_code == 404
     response = await http.get(
         f"{API}/settlements", params={"status": "rejected"}, headers=other.invoice
@@ -575,8 +904,17 @@ async def test_rejected_settlements_filter_and_fetch_through_the_api(factory, ht
 # ------------------------------------------------------------ validate(), any input
 
 FIELDS = [
-    "source", "type", "wire_sats", "principal_sats", "fee_sats", "fee_fraction",
-    "fiat_amount", "currency", "exchange_rate", "txid", "machine_npub",
+    "source",
+    "type",
+    "wire_sats",
+    "principal_sats",
+    "fee_sats",
+    "fee_fraction",
+    "fiat_amount",
+    "currency",
+    "exchange_rate",
+    "txid",
+    "machine_npub",
 ]
 json_scalars = (
     st.none()
@@ -585,15 +923,35 @@ json_scalars = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=30)
     | st.sampled_from(
-        ["cash_out", "cash_in", "GTQ", "gtq", "USD", "NaN", "-Infinity", "1E+999999",
-         "1E-999999", "0", "-0", "10.00", "10.001", "150", "1e2", " 10 ", "", NPUB]
+        [
+            "cash_out",
+            "cash_in",
+            "GTQ",
+            "gtq",
+            "USD",
+            "NaN",
+            "-Infinity",
+            "1E+999999",
+            "1E-999999",
+            "0",
+            "-0",
+            "10.00",
+            "10.001",
+            "150",
+            "1e2",
+            " 10 ",
+            "",
+            NPUB,
+        ]
     )
     | st.decimals(allow_nan=True, allow_infinity=True).map(str)
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -603,7 +961,11 @@ def valid_payloads(draw):
     tx_type = draw(st.sampled_from(["cash_out", "cash_in"]))
     fiat_minor = draw(st.integers(min_value=1, max_value=10**9))
     principal = draw(st.integers(min_value=1, max_value=10**12))
-    fee = draw(st.integers(min_value=0, max_value=principal if tx_type == "cash_in" else 10**12))
+    fee = draw(
+        st.integers(
+            min_value=0, max_value=principal if tx_type == "cash_in" else 10**12
+        )
+    )
     wire = principal + fee if tx_type == "cash_out" else principal - fee
     extra = {
         "source": "bitspire",
@@ -656,7 +1018,8 @@ def payments(draw):
     if isinstance(wire, int) and not isinstance(wire, bool):
         carried = [wire * 1000, -wire * 1000, wire * 1000 + 1, -wire * 1000 - 999]
     amount = draw(
-        st.sampled_from(carried) if carried and draw(st.booleans())
+        st.sampled_from(carried)
+        if carried and draw(st.booleans())
         else st.integers(min_value=-(10**21), max_value=10**21)
     )
     return SimpleNamespace(
@@ -672,7 +1035,11 @@ def _check_invariants(machine, payment, fields):
     extra = payment.extra
     for name in ("wire_sats", "principal_sats", "fee_sats", "fiat_amount_minor"):
         assert type(fields[name]) is int and fields[name] >= 0, name
-    wire, principal, fee = fields["wire_sats"], fields["principal_sats"], fields["fee_sats"]
+    wire, principal, fee = (
+        fields["wire_sats"],
+        fields["principal_sats"],
+        fields["fee_sats"],
+    )
     assert principal > 0 and fields["fiat_amount_minor"] > 0
     assert fields["tx_type"] == extra["type"]
     if fields["tx_type"] == "cash_out":
@@ -697,10 +1064,25 @@ async def test_validate_never_raises_anything_but_a_rejection(app):
     from satmachineadmin.models import Machine
 
     machines = [
-        Machine(id="m1", operator_user_id="o", name="a", wallet_id="w1",
-                fiat_currency="GTQ", created_at=0, updated_at=0),
-        Machine(id="m2", operator_user_id="o", name="b", wallet_id="w2",
-                fiat_currency="GTQ", machine_npub=NPUB, created_at=0, updated_at=0),
+        Machine(
+            id="m1",
+            operator_user_id="o",
+            name="a",
+            wallet_id="w1",
+            fiat_currency="GTQ",
+            created_at=0,
+            updated_at=0,
+        ),
+        Machine(
+            id="m2",
+            operator_user_id="o",
+            name="b",
+            wallet_id="w2",
+            fiat_currency="GTQ",
+            machine_npub=NPUB,
+            created_at=0,
+            updated_at=0,
+        ),
     ]
     outcomes = {"accepted": 0, "rejected": 0}
 
@@ -732,13 +1114,29 @@ async def test_validate_examples_that_once_escaped_or_misreported(app):
     from satmachineadmin import bitspire
     from satmachineadmin.models import Machine
 
-    machine = Machine(id="m", operator_user_id="o", name="a", wallet_id="w",
-                      fiat_currency="GTQ", created_at=0, updated_at=0)
-    base = {"source": "bitspire", "type": "cash_out", "wire_sats": 1_600,
-            "principal_sats": 1_500, "fee_sats": 100, "fiat_amount": "10.00",
-            "currency": "GTQ", "txid": "t"}
+    machine = Machine(
+        id="m",
+        operator_user_id="o",
+        name="a",
+        wallet_id="w",
+        fiat_currency="GTQ",
+        created_at=0,
+        updated_at=0,
+    )
+    base = {
+        "source": "bitspire",
+        "type": "cash_out",
+        "wire_sats": 1_600,
+        "principal_sats": 1_500,
+        "fee_sats": 100,
+        "fiat_amount": "10.00",
+        "currency": "GTQ",
+        "txid": "t",
+    }
     for rate in ["1E+999999", "9.9E+999999999", "1E+425000000", "-1E+999999"]:
-        payment = SimpleNamespace(extra={**base, "exchange_rate": rate}, amount=1_600_000)
+        payment = SimpleNamespace(
+            extra={**base, "exchange_rate": rate}, amount=1_600_000
+        )
         with pytest.raises(bitspire.Rejection, match="exchange_rate"):
             bitspire.validate(machine, payment)
     big = {**base, "wire_sats": 1_600_000, "principal_sats": 1_599_900}

@@ -56,23 +56,37 @@ async def test_operator_flow_machine_lp_deposit_balance(http, factory):
     ] == "690.00"
 
 
-async def test_every_change_leaves_an_audit_row_visible_only_to_its_operator(http, factory):
+async def test_every_change_leaves_an_audit_row_visible_only_to_its_operator(
+    http, factory
+):
     operator = await factory.operator()
     other = await factory.operator()
     machine = await factory.machine(operator)
     lp = await factory.lp()
     client = await factory.enrol(operator, machine, lp, deposit="12.00")
     response = await http.put(
-        f"{API}/machines/{machine['id']}", headers=operator.admin, json={"name": "Zona 1"}
+        f"{API}/machines/{machine['id']}",
+        headers=operator.admin,
+        json={"name": "Zona 1"},
     )
     assert response.status_code == 200
     entries = (await http.get(f"{API}/audit", headers=operator.invoice)).json()
     actions = [entry["action"] for entry in entries]
-    for action in ("machine.create", "client.create", "deposit.create", "deposit.confirm", "machine.update"):
+    for action in (
+        "machine.create",
+        "client.create",
+        "deposit.create",
+        "deposit.confirm",
+        "machine.update",
+    ):
         assert action in actions
     assert all(entry["actor_user_id"] == operator.id for entry in entries)
     update = next(e for e in entries if e["action"] == "machine.update")
     assert update["detail"] == {"name": "Zona 1"}
-    scoped = (await http.get(f"{API}/audit?entity_id={client['id']}", headers=operator.invoice)).json()
+    scoped = (
+        await http.get(
+            f"{API}/audit?entity_id={client['id']}", headers=operator.invoice
+        )
+    ).json()
     assert {e["entity_id"] for e in scoped} == {client["id"]}
     assert (await http.get(f"{API}/audit", headers=other.invoice)).json() == []

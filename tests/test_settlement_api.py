@@ -23,7 +23,9 @@ class World:
     customer: Any
 
 
-async def _world(factory, deposits=("100.00",), split=True, machine_id_rules=True) -> World:
+async def _world(
+    factory, deposits=("100.00",), split=True, machine_id_rules=True
+) -> World:
     operator = await factory.operator()
     machine = await factory.machine(operator)
     lps, clients = [], []
@@ -62,7 +64,9 @@ async def _manual(http, who, machine_id, expect=201, **body):
 
 
 async def _landed_cash_out(factory, world, fiat, principal, fee):
-    played = await factory.cash_out(world.machine, world.customer.wallet, fiat, principal, fee)
+    played = await factory.cash_out(
+        world.machine, world.customer.wallet, fiat, principal, fee
+    )
     settlement = await factory.settlement_of(played["payment_hash"])
     assert settlement is not None and settlement.status == "pending"
     return settlement
@@ -72,7 +76,8 @@ async def _outgoing(wallet_id):
     from lnbits.core.crud import get_payments
 
     return [
-        p for p in await get_payments(wallet_id=wallet_id, outgoing=True, limit=10_000)
+        p
+        for p in await get_payments(wallet_id=wallet_id, outgoing=True, limit=10_000)
         if p.success
     ]
 
@@ -91,16 +96,26 @@ async def test_manual_entry_lands_and_pays(factory, http, super_user, no_platfor
     # Settled outside the machine: its sats are in the float the operator keeps funded.
     await factory.fund(world.machine["wallet"], 3_200)
     created = await _manual(
-        http, world.operator, machine_id,
-        tx_type="cash_out", external_id="RCPT-1", fiat_amount="20.00",
-        principal_sats=3_000, fee_sats=200, notes="paid out by bank transfer",
+        http,
+        world.operator,
+        machine_id,
+        tx_type="cash_out",
+        external_id="RCPT-1",
+        fiat_amount="20.00",
+        principal_sats=3_000,
+        fee_sats=200,
+        notes="paid out by bank transfer",
     )
     assert created["status"] == "pending"
     assert created["source"] == "manual"
     assert created["external_id"] == "RCPT-1"
     assert created["fiat_amount"] == "20.00"
     assert created["currency"] == "GTQ"
-    assert (created["wire_sats"], created["principal_sats"], created["fee_sats"]) == (3_200, 3_000, 200)
+    assert (created["wire_sats"], created["principal_sats"], created["fee_sats"]) == (
+        3_200,
+        3_000,
+        200,
+    )
     assert created["exchange_rate"] == "150.00000000"
     assert [n["note"] for n in created["notes"]] == ["paid out by bank transfer"]
     assert created["notes"][0]["author_user_id"] == world.operator.id
@@ -116,9 +131,15 @@ async def test_manual_entry_lands_and_pays(factory, http, super_user, no_platfor
 
     # The same reference again: 409, nothing new lands.
     response = await http.post(
-        f"{API}/settlements", headers=world.operator.admin,
-        json={"machine_id": machine_id, "tx_type": "cash_in", "external_id": "RCPT-1",
-              "fiat_amount": "1.00", "principal_sats": 150},
+        f"{API}/settlements",
+        headers=world.operator.admin,
+        json={
+            "machine_id": machine_id,
+            "tx_type": "cash_in",
+            "external_id": "RCPT-1",
+            "fiat_amount": "1.00",
+            "principal_sats": 150,
+        },
     )
     assert response.status_code == 409
     assert "RCPT-1" in response.json()["detail"]
@@ -127,8 +148,13 @@ async def test_manual_entry_lands_and_pays(factory, http, super_user, no_platfor
 
     # The principal from a rate (floor), fiat and rate as JSON numbers.
     by_rate = await _manual(
-        http, world.operator, machine_id,
-        tx_type="cash_in", external_id="RCPT-2", fiat_amount=10, exchange_rate=150.55,
+        http,
+        world.operator,
+        machine_id,
+        tx_type="cash_in",
+        external_id="RCPT-2",
+        fiat_amount=10,
+        exchange_rate=150.55,
         fee_sats=5,
     )
     assert by_rate["fiat_amount"] == "10.00"
@@ -138,8 +164,13 @@ async def test_manual_entry_lands_and_pays(factory, http, super_user, no_platfor
     # The same reference at another machine of the operator is another transaction.
     other_machine = await factory.machine(world.operator)
     await _manual(
-        http, world.operator, other_machine["id"],
-        tx_type="cash_out", external_id="RCPT-1", fiat_amount="1.00", principal_sats=150,
+        http,
+        world.operator,
+        other_machine["id"],
+        tx_type="cash_out",
+        external_id="RCPT-1",
+        fiat_amount="1.00",
+        principal_sats=150,
     )
     await factory.run_engine()
 
@@ -178,27 +209,38 @@ async def test_manual_entry_refuses_bad_input_and_other_operators_machines(
     factory, http, no_platform_fee
 ):
     world = await _world(factory, deposits=())
-    good = {"tx_type": "cash_out", "external_id": "R", "fiat_amount": "10.00",
-            "principal_sats": 1_500, "fee_sats": 100}
+    good = {
+        "tx_type": "cash_out",
+        "external_id": "R",
+        "fiat_amount": "10.00",
+        "principal_sats": 1_500,
+        "fee_sats": 100,
+    }
     for change, field in BAD_MANUAL:
         body = {**good, **change}
-        body = {k: v for k, v in body.items() if not (k == "principal_sats" and v is None)}
+        body = {
+            k: v for k, v in body.items() if not (k == "principal_sats" and v is None)
+        }
         response = await http.post(
-            f"{API}/settlements", headers=world.operator.admin,
+            f"{API}/settlements",
+            headers=world.operator.admin,
             json={"machine_id": world.machine["id"], **body},
         )
         assert response.status_code == 400, (change, response.text)
         assert field in response.json()["detail"], (change, response.text)
     # An invoice key may read but not write.
     response = await http.post(
-        f"{API}/settlements", headers=world.operator.invoice,
+        f"{API}/settlements",
+        headers=world.operator.invoice,
         json={"machine_id": world.machine["id"], **good},
     )
     assert response.status_code in (401, 403)
     stranger = await factory.operator()
     for machine_id in (world.machine["id"], "0" * 32):
         response = await http.post(
-            f"{API}/settlements", headers=stranger.admin, json={"machine_id": machine_id, **good}
+            f"{API}/settlements",
+            headers=stranger.admin,
+            json={"machine_id": machine_id, **good},
         )
         assert response.status_code == 404, response.text
     assert await _get(http, "/settlements", world.operator) == []
@@ -216,8 +258,14 @@ async def test_settlement_list_filters_and_paging(factory, http, no_platform_fee
         [(m1, "cash_out"), (m1, "cash_in"), (m1, "cash_out"), (m2, "cash_out")]
     ):
         made = await _manual(
-            http, world.operator, machine_id, tx_type=tx_type, external_id=f"F-{i}",
-            fiat_amount="1.00", principal_sats=150, fee_sats=0,
+            http,
+            world.operator,
+            machine_id,
+            tx_type=tx_type,
+            external_id=f"F-{i}",
+            fiat_amount="1.00",
+            principal_sats=150,
+            fee_sats=0,
         )
         ids.append(made["id"])
     played = await factory.cash_out(
@@ -231,10 +279,13 @@ async def test_settlement_list_filters_and_paging(factory, http, no_platform_fee
             f"{API}/settlements", headers=world.operator.invoice, params=params
         )
         assert response.status_code == 200, response.text
-        return [row["id"] for row in response.json()], int(response.headers["X-Total-Count"])
+        return [row["id"] for row in response.json()], int(
+            response.headers["X-Total-Count"]
+        )
 
     assert await listing(machine_id=m1) == (
-        [rejected.id, ids[2], ids[1], ids[0]], 4
+        [rejected.id, ids[2], ids[1], ids[0]],
+        4,
     )  # newest first
     assert await listing(machine_id=m2) == ([ids[3]], 1)
     assert await listing(status="rejected") == ([rejected.id], 1)
@@ -248,8 +299,12 @@ async def test_settlement_list_filters_and_paging(factory, http, no_platform_fee
     assert await listing(offset=50) == ([], 5)
 
     for params in (
-        {"status": "nope"}, {"tx_type": "refund"}, {"limit": 0}, {"limit": 501},
-        {"offset": -1}, {"limit": "x"},
+        {"status": "nope"},
+        {"tx_type": "refund"},
+        {"limit": 0},
+        {"limit": 501},
+        {"offset": -1},
+        {"limit": "x"},
     ):
         response = await http.get(
             f"{API}/settlements", headers=world.operator.invoice, params=params
@@ -286,14 +341,28 @@ async def test_get_settlement_shows_every_leg_completed_or_skipped_with_reason(
     assert "no platform fee wallet" in fee["error"]
     split = legs[("operator_split", None)]
     assert (split["status"], split["amount_sats"], split["destination"]) == (
-        "completed", 90, world.split.id
+        "completed",
+        90,
+        world.split.id,
     )
     assert split["payment_hash"] and split["error"] is None
     first, second = (legs[("dca", c["id"])] for c in world.clients)
-    assert (first["status"], first["amount_sats"], first["amount_fiat"]) == ("completed", 750, "5.00")
-    assert (second["status"], second["amount_sats"], second["amount_fiat"]) == ("completed", 375, "2.50")
+    assert (first["status"], first["amount_sats"], first["amount_fiat"]) == (
+        "completed",
+        750,
+        "5.00",
+    )
+    assert (second["status"], second["amount_sats"], second["amount_fiat"]) == (
+        "completed",
+        375,
+        "2.50",
+    )
     orphan = legs[("dca", None)]
-    assert (orphan["status"], orphan["amount_sats"], orphan["amount_fiat"]) == ("skipped", 375, "2.50")
+    assert (orphan["status"], orphan["amount_sats"], orphan["amount_fiat"]) == (
+        "skipped",
+        375,
+        "2.50",
+    )
     assert "orphan" in orphan["error"]
     for leg in shown["legs"]:
         assert leg["settlement_id"] == settlement.id
@@ -319,7 +388,9 @@ async def test_retry_pays_only_what_failed(factory, http, super_user, no_platfor
     )
     machine_wallet = world.machine["wallet"]
     await factory.fund(machine_wallet, 14_600)
-    played = await factory.cash_in(world.machine, world.customer.wallet, "100.00", 15_000, 1_000)
+    played = await factory.cash_in(
+        world.machine, world.customer.wallet, "100.00", 15_000, 1_000
+    )
     from satmachineadmin import bitspire, crud
 
     await bitspire.sweep_all()
@@ -330,7 +401,9 @@ async def test_retry_pays_only_what_failed(factory, http, super_user, no_platfor
     assert shown["status"] == "errored"
     assert shown["error"] == "insufficient float: need 500 sats"
     assert shown["next_attempt_at"]
-    states = sorted((leg["leg_type"], leg["status"], leg["amount_sats"]) for leg in shown["legs"])
+    states = sorted(
+        (leg["leg_type"], leg["status"], leg["amount_sats"]) for leg in shown["legs"]
+    )
     assert states == [
         ("dca", "skipped", 0),
         ("operator_split", "completed", 500),
@@ -342,8 +415,14 @@ async def test_retry_pays_only_what_failed(factory, http, super_user, no_platfor
     # /health shows the float short of what the failed leg needs.
     health = await _get(http, "/health", world.operator)
     assert set(health) >= {
-        "listener_alive", "engine_alive", "sweep_alive", "last_sweep_at", "settlements",
-        "errored", "stuck", "machines",
+        "listener_alive",
+        "engine_alive",
+        "sweep_alive",
+        "last_sweep_at",
+        "settlements",
+        "errored",
+        "stuck",
+        "machines",
     }
     assert health["listener_alive"] is True
     assert health["errored"] >= 1 and health["settlements"]["errored"] >= 1
@@ -360,10 +439,13 @@ async def test_retry_pays_only_what_failed(factory, http, super_user, no_platfor
     # A cash-in (with a leg paid, too) is never rescaled.
     response = await http.post(
         f"{API}/settlements/{settlement.id}/partial-dispense",
-        headers=world.operator.admin, json={"dispensed_fraction": "0.5"},
+        headers=world.operator.admin,
+        json={"dispensed_fraction": "0.5"},
     )
     assert response.status_code == 422, response.text
-    assert (await _settlement(http, world.operator, settlement.id))["status"] == "errored"
+    assert (await _settlement(http, world.operator, settlement.id))[
+        "status"
+    ] == "errored"
 
     await factory.fund(machine_wallet, 400)
     response = await http.post(
@@ -397,13 +479,19 @@ async def test_retry_pays_only_what_failed(factory, http, super_user, no_platfor
     assert response.status_code == 409
     health = await _get(http, "/health", world.operator)
     row = next(m for m in health["machines"] if m["machine_id"] == world.machine["id"])
-    assert (row["float_sats"], row["pending_legs_need_sats"], row["float_short_by_sats"]) == (0, 0, 0)
+    assert (
+        row["float_sats"],
+        row["pending_legs_need_sats"],
+        row["float_short_by_sats"],
+    ) == (0, 0, 0)
 
 
 # ------------------------------------------------------------ partial dispense
 
 
-async def test_partial_dispense_keeps_the_original_platform_ratio(factory, http, super_user):
+async def test_partial_dispense_keeps_the_original_platform_ratio(
+    factory, http, super_user
+):
     fee_wallet = await factory.wallet(super_user, "partial fees")
     await factory.platform(super_user, "0.30", fee_wallet)
     world = await _world(factory, deposits=("100.00",))
@@ -415,30 +503,44 @@ async def test_partial_dispense_keeps_the_original_platform_ratio(factory, http,
     fee_before = await factory.balance(fee_wallet)
 
     for bad in (
-        {}, {"dispensed_fraction": "0.5", "dispensed_fiat": "5.00"},
-        {"dispensed_fraction": "0"}, {"dispensed_fraction": "1.5"},
-        {"dispensed_fraction": "-0.5"}, {"dispensed_fraction": "half"},
-        {"dispensed_fraction": "1E-999999999"}, {"dispensed_fraction": True},
-        {"dispensed_fiat": "10.01"}, {"dispensed_fiat": "5.001"}, {"dispensed_fiat": "0"},
+        {},
+        {"dispensed_fraction": "0.5", "dispensed_fiat": "5.00"},
+        {"dispensed_fraction": "0"},
+        {"dispensed_fraction": "1.5"},
+        {"dispensed_fraction": "-0.5"},
+        {"dispensed_fraction": "half"},
+        {"dispensed_fraction": "1E-999999999"},
+        {"dispensed_fraction": True},
+        {"dispensed_fiat": "10.01"},
+        {"dispensed_fiat": "5.001"},
+        {"dispensed_fiat": "0"},
         {"dispensed_fraction": "0.0001"},  # floor(1000 x 0.0001) = 0 minor units
         {"dispensed_fiat": "5.00", "extra": 1},
     ):
         response = await http.post(
             f"{API}/settlements/{settlement.id}/partial-dispense",
-            headers=world.operator.admin, json=bad,
+            headers=world.operator.admin,
+            json=bad,
         )
         assert response.status_code == 400, (bad, response.text)
-    assert (await _settlement(http, world.operator, settlement.id))["principal_sats"] == 1_500
+    assert (await _settlement(http, world.operator, settlement.id))[
+        "principal_sats"
+    ] == 1_500
 
     response = await http.post(
         f"{API}/settlements/{settlement.id}/partial-dispense",
-        headers=world.operator.admin, json={"dispensed_fraction": "0.5"},
+        headers=world.operator.admin,
+        json={"dispensed_fraction": "0.5"},
     )
     assert response.status_code == 200, response.text
     rescaled = response.json()
     assert rescaled["status"] == "pending"
     assert rescaled["fiat_amount"] == "5.00"
-    assert (rescaled["principal_sats"], rescaled["fee_sats"], rescaled["wire_sats"]) == (750, 50, 800)
+    assert (
+        rescaled["principal_sats"],
+        rescaled["fee_sats"],
+        rescaled["wire_sats"],
+    ) == (750, 50, 800)
     assert (rescaled["platform_fee_sats"], rescaled["operator_fee_sats"]) == (15, 35)
     assert rescaled["super_fee_fraction"] == "0.30"
     assert rescaled["exchange_rate"] == "150.00000000"
@@ -449,26 +551,36 @@ async def test_partial_dispense_keeps_the_original_platform_ratio(factory, http,
 
     response = await http.post(
         f"{API}/settlements/{by_fiat.id}/partial-dispense",
-        headers=world.operator.admin, json={"dispensed_fiat": 2.5},
+        headers=world.operator.admin,
+        json={"dispensed_fiat": 2.5},
     )
     assert response.status_code == 200, response.text
     by_fiat_shown = response.json()
     assert by_fiat_shown["fiat_amount"] == "2.50"
     assert (by_fiat_shown["principal_sats"], by_fiat_shown["fee_sats"]) == (375, 25)
     # 25 x 30 / 100 = 7.5, half to even: 8.
-    assert (by_fiat_shown["platform_fee_sats"], by_fiat_shown["operator_fee_sats"]) == (8, 17)
+    assert (by_fiat_shown["platform_fee_sats"], by_fiat_shown["operator_fee_sats"]) == (
+        8,
+        17,
+    )
 
     await factory.run_engine()
     for settlement_id, principal, platform, operator in (
-        (settlement.id, 750, 15, 35), (by_fiat.id, 375, 8, 17)
+        (settlement.id, 750, 15, 35),
+        (by_fiat.id, 375, 8, 17),
     ):
         shown = await _settlement(http, world.operator, settlement_id)
         assert shown["status"] == "processed"
         paid = {
             leg["leg_type"]: leg["amount_sats"]
-            for leg in shown["legs"] if leg["status"] == "completed"
+            for leg in shown["legs"]
+            if leg["status"] == "completed"
         }
-        assert paid == {"super_fee": platform, "operator_split": operator, "dca": principal}
+        assert paid == {
+            "super_fee": platform,
+            "operator_split": operator,
+            "dca": principal,
+        }
     assert await factory.balance(fee_wallet) - fee_before == 23
     assert await factory.balance(world.split) == 52
     assert await factory.balance(world.lps[0].wallet) == 1_125
@@ -480,10 +592,13 @@ async def test_partial_dispense_keeps_the_original_platform_ratio(factory, http,
     # Legs are paid: refused from now on, nothing changes.
     response = await http.post(
         f"{API}/settlements/{settlement.id}/partial-dispense",
-        headers=world.operator.admin, json={"dispensed_fraction": "0.5"},
+        headers=world.operator.admin,
+        json={"dispensed_fraction": "0.5"},
     )
     assert response.status_code == 422
-    assert (await _settlement(http, world.operator, settlement.id))["principal_sats"] == 750
+    assert (await _settlement(http, world.operator, settlement.id))[
+        "principal_sats"
+    ] == 750
     await factory.platform(super_user, "0", None)
 
 
@@ -500,7 +615,9 @@ async def test_partial_dispense_after_a_crash_mid_payment_never_pays_twice(
     crash_points["after_payment"] = 0
     with pytest.raises(EngineCrash):
         await distribution.run_due_settlements()
-    paid_before = await factory.balance(world.split) + await factory.balance(world.lps[0].wallet)
+    paid_before = await factory.balance(world.split) + await factory.balance(
+        world.lps[0].wallet
+    )
     assert paid_before > 0  # one leg's payment went through
     # The dead worker's lease has run out.
     await crud.db.execute(
@@ -509,7 +626,8 @@ async def test_partial_dispense_after_a_crash_mid_payment_never_pays_twice(
     )
     response = await http.post(
         f"{API}/settlements/{settlement.id}/partial-dispense",
-        headers=world.operator.admin, json={"dispensed_fraction": "0.5"},
+        headers=world.operator.admin,
+        json={"dispensed_fraction": "0.5"},
     )
     assert response.status_code == 422, response.text
     await distribution.reconcile_open_legs()
@@ -524,17 +642,28 @@ async def test_partial_dispense_after_a_crash_mid_payment_never_pays_twice(
 async def test_a_cash_in_cannot_be_partially_dispensed(factory, http, no_platform_fee):
     world = await _world(factory, deposits=())
     made = await _manual(
-        http, world.operator, world.machine["id"], tx_type="cash_in", external_id="IN-1",
-        fiat_amount="10.00", principal_sats=1_500, fee_sats=100,
+        http,
+        world.operator,
+        world.machine["id"],
+        tx_type="cash_in",
+        external_id="IN-1",
+        fiat_amount="10.00",
+        principal_sats=1_500,
+        fee_sats=100,
     )
     response = await http.post(
         f"{API}/settlements/{made['id']}/partial-dispense",
-        headers=world.operator.admin, json={"dispensed_fraction": "0.5"},
+        headers=world.operator.admin,
+        json={"dispensed_fraction": "0.5"},
     )
     assert response.status_code == 422, response.text
     assert "cash-in" in response.json()["detail"]
     shown = await _settlement(http, world.operator, made["id"])
-    assert (shown["wire_sats"], shown["principal_sats"], shown["fee_sats"]) == (1_400, 1_500, 100)
+    assert (shown["wire_sats"], shown["principal_sats"], shown["fee_sats"]) == (
+        1_400,
+        1_500,
+        100,
+    )
     assert shown["notes"] == []
     await factory.run_engine()
 
@@ -549,24 +678,34 @@ async def test_notes_append_and_other_operators_get_404_everywhere(
     settlement = await _landed_cash_out(factory, world, "1.00", 150, 0)
     path = f"{API}/settlements/{settlement.id}"
     for text in ("counted the cassette: 1 note short", "  resolved with the LP  "):
-        response = await http.post(f"{path}/notes", headers=world.operator.admin, json={"note": text})
+        response = await http.post(
+            f"{path}/notes", headers=world.operator.admin, json={"note": text}
+        )
         assert response.status_code == 201, response.text
     notes = response.json()["notes"]
     assert [n["note"] for n in notes] == [
-        "counted the cassette: 1 note short", "resolved with the LP"
+        "counted the cassette: 1 note short",
+        "resolved with the LP",
     ]
-    assert all(n["author_user_id"] == world.operator.id and n["created_at"] for n in notes)
+    assert all(
+        n["author_user_id"] == world.operator.id and n["created_at"] for n in notes
+    )
     assert notes[0]["id"] != notes[1]["id"]
     for bad in ({"note": ""}, {"note": "   "}, {}, {"note": 5}, {"note": "x" * 2001}):
-        response = await http.post(f"{path}/notes", headers=world.operator.admin, json=bad)
+        response = await http.post(
+            f"{path}/notes", headers=world.operator.admin, json=bad
+        )
         assert response.status_code == 400, bad
     # Append-only: no way to edit or delete a note.
     for method in ("put", "patch", "delete"):
-        response = await getattr(http, method)(f"{path}/notes", headers=world.operator.admin)
+        response = await getattr(http, method)(
+            f"{path}/notes", headers=world.operator.admin
+        )
         assert response.status_code == 405
-    assert [n["note"] for n in (await _settlement(http, world.operator, settlement.id))["notes"]] == [
-        n["note"] for n in notes
-    ]
+    assert [
+        n["note"]
+        for n in (await _settlement(http, world.operator, settlement.id))["notes"]
+    ] == [n["note"] for n in notes]
 
     stranger = await factory.operator()
     calls = [
@@ -603,11 +742,16 @@ async def test_payments_filters_and_csv(factory, http, super_user):
     machine_id = world.machine["id"]
 
     async def payments(**params):
-        return await _get(http, "/payments", world.operator, machine_id=machine_id, **params)
+        return await _get(
+            http, "/payments", world.operator, machine_id=machine_id, **params
+        )
 
     every = await payments()
     assert len(every) == 6
-    assert {(leg["leg_type"], leg["client_id"], leg["amount_sats"], leg["amount_fiat"]) for leg in every} == {
+    assert {
+        (leg["leg_type"], leg["client_id"], leg["amount_sats"], leg["amount_fiat"])
+        for leg in every
+    } == {
         ("super_fee", None, 30, None),
         ("operator_split", None, 70, None),
         ("dca", c1, 1_500, "10.00"),
@@ -619,46 +763,75 @@ async def test_payments_filters_and_csv(factory, http, super_user):
     assert [leg["amount_sats"] for leg in await payments(leg_type="super_fee")] == [30]
     assert len(await payments(status="completed")) == 6
     assert await payments(status="failed") == []
-    assert sorted(leg["amount_sats"] for leg in await payments(client_id=c1)) == [300, 1_500]
+    assert sorted(leg["amount_sats"] for leg in await payments(client_id=c1)) == [
+        300,
+        1_500,
+    ]
     assert len(await payments(settlement_id=first.id)) == 4
-    assert sorted(leg["amount_sats"] for leg in await payments(settlement_id=second.id)) == [150, 300]
+    assert sorted(
+        leg["amount_sats"] for leg in await payments(settlement_id=second.id)
+    ) == [150, 300]
     both = await payments(settlement_id=first.id, leg_type="dca", client_id=c2)
     assert [leg["amount_sats"] for leg in both] == [750]
     assert len(await payments(limit=2)) == 2
     for bad in ({"leg_type": "tip"}, {"status": "lost"}, {"limit": 0}):
-        response = await http.get(f"{API}/payments", headers=world.operator.invoice, params=bad)
+        response = await http.get(
+            f"{API}/payments", headers=world.operator.invoice, params=bad
+        )
         assert response.status_code == 400, bad
 
     from satmachineadmin.views_api import CSV_COLUMNS
 
     response = await http.get(
-        f"{API}/payments.csv", headers=world.operator.invoice,
+        f"{API}/payments.csv",
+        headers=world.operator.invoice,
         params={"machine_id": machine_id, "settlement_id": first.id},
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(response.text)))
     assert rows[0] == CSV_COLUMNS
-    assert {"amount_sats", "amount_fiat", "currency", "exchange_rate_sats_per_unit",
-            "fiat_per_btc", "leg_type", "status", "client_id"} <= set(rows[0])
+    assert {
+        "amount_sats",
+        "amount_fiat",
+        "currency",
+        "exchange_rate_sats_per_unit",
+        "fiat_per_btc",
+        "leg_type",
+        "status",
+        "client_id",
+    } <= set(rows[0])
     records = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
     assert len(records) == 4
     by_key = {(r["leg_type"], r["client_id"]): r for r in records}
     lp1 = by_key[("dca", c1)]
-    assert (lp1["amount_sats"], lp1["amount_fiat"], lp1["currency"]) == ("1500", "10.00", "GTQ")
+    assert (lp1["amount_sats"], lp1["amount_fiat"], lp1["currency"]) == (
+        "1500",
+        "10.00",
+        "GTQ",
+    )
     assert lp1["exchange_rate_sats_per_unit"] == "150.00000000"
     assert lp1["fiat_per_btc"] == "666666.67"  # 100,000,000 x 10.00 / 1,500
     assert lp1["status"] == "completed" and lp1["settlement_id"] == first.id
     assert lp1["destination"] == world.lps[0].wallet.id and lp1["payment_hash"]
     lp2 = by_key[("dca", c2)]
-    assert (lp2["amount_sats"], lp2["amount_fiat"], lp2["fiat_per_btc"]) == ("750", "5.00", "666666.67")
+    assert (lp2["amount_sats"], lp2["amount_fiat"], lp2["fiat_per_btc"]) == (
+        "750",
+        "5.00",
+        "666666.67",
+    )
     platform = by_key[("super_fee", "")]
-    assert (platform["amount_sats"], platform["amount_fiat"], platform["fiat_per_btc"]) == ("30", "", "")
+    assert (
+        platform["amount_sats"],
+        platform["amount_fiat"],
+        platform["fiat_per_btc"],
+    ) == ("30", "", "")
     assert platform["destination"] == fee_wallet.id
     assert by_key[("operator_split", "")]["amount_sats"] == "70"
     # The CSV holds exactly the legs the JSON endpoint returns for the same filters.
     response = await http.get(
-        f"{API}/payments.csv", headers=world.operator.invoice,
+        f"{API}/payments.csv",
+        headers=world.operator.invoice,
         params={"machine_id": machine_id, "leg_type": "dca"},
     )
     dca_rows = list(csv.DictReader(io.StringIO(response.text)))
@@ -667,7 +840,9 @@ async def test_payments_filters_and_csv(factory, http, super_user):
     )
     stranger = await factory.operator()
     response = await http.get(
-        f"{API}/payments.csv", headers=stranger.invoice, params={"machine_id": machine_id}
+        f"{API}/payments.csv",
+        headers=stranger.invoice,
+        params={"machine_id": machine_id},
     )
     assert list(csv.reader(io.StringIO(response.text))) == [CSV_COLUMNS]
     await factory.platform(super_user, "0", None)
@@ -680,14 +855,22 @@ async def test_commission_to_lps_pays_pro_rata_without_touching_fiat_balances(
     factory, http, no_platform_fee
 ):
     world = await _world(factory, deposits=("300.00", "100.00"), split=False)
-    await factory.splits(world.operator, [{"target": "lps", "percent": "100"}], world.machine["id"])
-    shown = await _get(http, "/commission/splits", world.operator, machine_id=world.machine["id"])
+    await factory.splits(
+        world.operator, [{"target": "lps", "percent": "100"}], world.machine["id"]
+    )
+    shown = await _get(
+        http, "/commission/splits", world.operator, machine_id=world.machine["id"]
+    )
     assert shown["legs"][0]["target_kind"] == "lps" and shown["inherited"] is False
-    balances = [await factory.balance_of(world.operator, c["id"]) for c in world.clients]
+    balances = [
+        await factory.balance_of(world.operator, c["id"]) for c in world.clients
+    ]
 
     # A cash-in: commission only, no principal for LPs.
     await factory.fund(world.machine["wallet"], 15_000)
-    played = await factory.cash_in(world.machine, world.customer.wallet, "100.00", 15_000, 400)
+    played = await factory.cash_in(
+        world.machine, world.customer.wallet, "100.00", 15_000, 400
+    )
     from satmachineadmin import bitspire
 
     await bitspire.sweep_all()
@@ -695,40 +878,62 @@ async def test_commission_to_lps_pays_pro_rata_without_touching_fiat_balances(
     await factory.run_engine()
     shown = await _settlement(http, world.operator, settlement.id)
     assert shown["status"] == "processed"
-    shares = {leg["client_id"]: leg["amount_sats"] for leg in shown["legs"] if leg["leg_type"] == "operator_split"}
+    shares = {
+        leg["client_id"]: leg["amount_sats"]
+        for leg in shown["legs"]
+        if leg["leg_type"] == "operator_split"
+    }
     assert shares == {world.clients[0]["id"]: 300, world.clients[1]["id"]: 100}
     assert [await factory.balance(lp.wallet) for lp in world.lps] == [300, 100]
-    assert [await factory.balance_of(world.operator, c["id"]) for c in world.clients] == balances
+    assert [
+        await factory.balance_of(world.operator, c["id"]) for c in world.clients
+    ] == balances
 
     # A cash-out: principal by balance, commission by the same balances, and only
     # the principal moves the fiat balances and the sats counted as bought.
     await _landed_cash_out(factory, world, "10.00", 1_500, 400)
     await factory.run_engine()
-    assert [await factory.balance(lp.wallet) for lp in world.lps] == [300 + 1_125 + 300, 100 + 375 + 100]
+    assert [await factory.balance(lp.wallet) for lp in world.lps] == [
+        300 + 1_125 + 300,
+        100 + 375 + 100,
+    ]
     after = [await factory.balance_of(world.operator, c["id"]) for c in world.clients]
     assert [(b["remaining_balance"], b["total_sats"]) for b in after] == [
-        ("292.50", 1_125), ("97.50", 375)
+        ("292.50", 1_125),
+        ("97.50", 375),
     ]
     assert await factory.balance(world.machine["wallet"]) == 0
 
 
-async def test_machine_rules_override_the_operator_default(factory, http, no_platform_fee):
+async def test_machine_rules_override_the_operator_default(
+    factory, http, no_platform_fee
+):
     world = await _world(factory, deposits=(), split=False)
     default_wallet = await factory.wallet(world.operator, "default")
     machine_wallet = await factory.wallet(world.operator, "machine rules")
-    await factory.splits(world.operator, [{"target": default_wallet.id, "percent": "100"}])
     await factory.splits(
-        world.operator, [{"target": machine_wallet.inkey, "percent": "100"}], world.machine["id"]
+        world.operator, [{"target": default_wallet.id, "percent": "100"}]
+    )
+    await factory.splits(
+        world.operator,
+        [{"target": machine_wallet.inkey, "percent": "100"}],
+        world.machine["id"],
     )
     plain = await factory.machine(world.operator)
-    inherited = await _get(http, "/commission/splits", world.operator, machine_id=plain["id"])
+    inherited = await _get(
+        http, "/commission/splits", world.operator, machine_id=plain["id"]
+    )
     assert inherited["inherited"] is True
     assert inherited["legs"][0]["target"] == default_wallet.id
-    own = await _get(http, "/commission/splits", world.operator, machine_id=world.machine["id"])
+    own = await _get(
+        http, "/commission/splits", world.operator, machine_id=world.machine["id"]
+    )
     assert own["inherited"] is False and own["legs"][0]["target_kind"] == "wallet"
 
     for machine, fee in ((world.machine, 100), (plain, 40)):
-        played = await factory.cash_out(machine, world.customer.wallet, "1.00", 150, fee)
+        played = await factory.cash_out(
+            machine, world.customer.wallet, "1.00", 150, fee
+        )
         assert (await factory.settlement_of(played["payment_hash"])).status == "pending"
     await factory.run_engine()
     assert await factory.balance(machine_wallet) == 100
@@ -738,7 +943,9 @@ async def test_machine_rules_override_the_operator_default(factory, http, no_pla
 # ------------------------------------------------------------ the LP's views
 
 
-async def test_lp_summary_and_payments_show_only_their_own(factory, http, no_platform_fee):
+async def test_lp_summary_and_payments_show_only_their_own(
+    factory, http, no_platform_fee
+):
     world = await _world(factory, deposits=("30.00", "10.00"))
     lp1, lp2 = world.lps
     c1, c2 = (c["id"] for c in world.clients)
@@ -761,13 +968,17 @@ async def test_lp_summary_and_payments_show_only_their_own(factory, http, no_pla
     await factory.run_engine()
     first = (await _get(http, "/lp/summary", lp1))[0]
     second = (await _get(http, "/lp/summary", lp2))[0]
-    assert (first["remaining_balance"], first["sats_received"], first["cycle_complete"]) == (
-        "0.00", 4_575, True
-    )
+    assert (
+        first["remaining_balance"],
+        first["sats_received"],
+        first["cycle_complete"],
+    ) == ("0.00", 4_575, True)
     assert first["average_cost_basis_fiat_per_btc"] == "655737.70"  # 1e8 x 30 / 4575
-    assert (second["remaining_balance"], second["sats_received"], second["cycle_complete"]) == (
-        "0.00", 1_525, True
-    )
+    assert (
+        second["remaining_balance"],
+        second["sats_received"],
+        second["cycle_complete"],
+    ) == ("0.00", 1_525, True)
     assert second["average_cost_basis_fiat_per_btc"] == "655737.70"  # 1e8 x 10 / 1525
     assert [await factory.balance(lp.wallet) for lp in world.lps] == [4_575, 1_525]
 
@@ -787,7 +998,9 @@ async def test_autoforward_to_an_unreachable_address_keeps_the_sats(
 ):
     operator = await factory.operator()
     machine = await factory.machine(operator)
-    lp = await factory.lp(autoforward_enabled=True, autoforward_ln_address="alice@127.0.0.1:9")
+    lp = await factory.lp(
+        autoforward_enabled=True, autoforward_ln_address="alice@127.0.0.1:9"
+    )
     client = await factory.enrol(operator, machine, lp, deposit="50.00")
     customer = await factory.user()
     await factory.fund(customer.wallet, 10_000)
@@ -799,9 +1012,15 @@ async def test_autoforward_to_an_unreachable_address_keeps_the_sats(
     assert shown["status"] == "processed", shown["error"]
     dca = next(leg for leg in shown["legs"] if leg["leg_type"] == "dca")
     forward = next(leg for leg in shown["legs"] if leg["leg_type"] == "autoforward")
-    assert (dca["status"], dca["amount_sats"], dca["client_id"]) == ("completed", 1_500, client["id"])
+    assert (dca["status"], dca["amount_sats"], dca["client_id"]) == (
+        "completed",
+        1_500,
+        client["id"],
+    )
     assert (forward["status"], forward["amount_sats"], forward["client_id"]) == (
-        "failed", 1_500, client["id"]
+        "failed",
+        1_500,
+        client["id"],
     )
     assert forward["destination"] == "alice@127.0.0.1:9"
     assert forward["error"] and "stay in your LNbits wallet" in forward["error"]
@@ -810,11 +1029,19 @@ async def test_autoforward_to_an_unreachable_address_keeps_the_sats(
     assert (balance["remaining_balance"], balance["total_sats"]) == ("40.00", 1_500)
     lp_view = await _get(http, "/lp/payments", lp)
     assert {(leg["leg_type"], leg["status"]) for leg in lp_view} == {
-        ("dca", "completed"), ("autoforward", "failed")
+        ("dca", "completed"),
+        ("autoforward", "failed"),
     }
     # Running the engine again neither re-forwards blindly nor re-pays the LP.
     await factory.run_engine()
     assert await factory.balance(lp.wallet) == 1_500
-    assert len([leg for leg in (await _settlement(http, operator, settlement.id))["legs"]
-                if leg["leg_type"] == "autoforward"]) == 1
-
+    assert (
+        len(
+            [
+                leg
+                for leg in (await _settlement(http, operator, settlement.id))["legs"]
+                if leg["leg_type"] == "autoforward"
+            ]
+        )
+        == 1
+    )
