@@ -648,7 +648,9 @@ def verify(api: Api, world: dict, atm: dict, settlements: list[dict]) -> dict:
     }
 
 
-async def test_a_stored_invoice_that_lnbits_failed_at_restart_is_replaced(factory):
+async def test_a_stored_invoice_that_lnbits_failed_at_restart_is_replaced(
+    factory, drained_engine
+):
     """The bug the kills above found: a leg's invoice is stored, the process dies,
     and the next LNbits start-up fails every pending incoming invoice its funding
     source forgot (check_pending_payments) - the stored one included. Paying that
