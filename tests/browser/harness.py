@@ -146,9 +146,21 @@ def start_server(runtime: Path, port: int) -> tuple[subprocess.Popen, Path]:
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     return proc, log
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: if pytest dies (a CI timeout, a SIGKILL), the kernel
+    sends the server SIGTERM, so no LNbits is left running (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def wait_until_up(http: Any, server: Server, limit: float = 120.0) -> None:
