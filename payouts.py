@@ -12,7 +12,8 @@ import time
 from typing import Optional
 
 from lnbits.bolt11 import decode as decode_bolt11
-from lnbits.core.crud import get_standalone_payment
+from lnbits.core.crud import get_standalone_payment, update_payment
+from lnbits.core.models import Payment, PaymentState
 from lnbits.core.services import create_invoice, pay_invoice
 from lnbits.exceptions import InvoiceError, PaymentError
 from loguru import logger
@@ -37,6 +38,7 @@ async def reconcile_leg(leg: Leg) -> Leg:
     if payment is None or not payment.is_out:
         return leg
     if payment.success:
+        await _complete_half_paid_transfer(leg, payment)
         await crud.transition_leg(
             leg.id, "completed", from_statuses=("pending", "failed")
         )
@@ -47,6 +49,55 @@ async def reconcile_leg(leg: Leg) -> Leg:
     refreshed = await crud.get_leg(leg.id)
     assert refreshed
     return refreshed
+
+
+async def _complete_half_paid_transfer(leg: Leg, outgoing: Payment) -> None:
+    """Finish an internal transfer LNbits left half-written by a crash.
+
+    LNbits 1.6.2 commits an internal payment in two statements: the payer's debit
+    (`internal_<hash>`, success), then the payee's invoice marked success. A process
+    killed between them leaves the source wallet debited and the payee's invoice
+    pending (or failed by the next start-up): sats that left the machine and reached
+    nobody. The debit is the proof of payment, so the credit LNbits owed is applied
+    here, once: the same status change LNbits' own `_pay_internal_invoice` makes.
+    Only for the leg's own invoice on its own destination wallet, at its amount.
+    """
+    if not outgoing.checking_id.startswith("internal_"):
+        return
+    if leg.destination_kind != "wallet" or not leg.payment_hash:
+        return
+    incoming = await get_standalone_payment(leg.payment_hash, incoming=True)
+    if (
+        incoming is None
+        or incoming.success
+        or incoming.wallet_id != leg.destination
+        or incoming.amount != leg.amount_sats * 1000
+        or incoming.amount != -outgoing.amount
+        or (incoming.bolt11 or "").lower() != (outgoing.bolt11 or "").lower()
+    ):
+        return
+    was = incoming.status
+    incoming.status = PaymentState.SUCCESS
+    await update_payment(incoming)
+    logger.warning(
+        f"satmachineadmin: leg {leg.id}: LNbits had debited {leg.source_wallet_id} "
+        f"but left the payee's invoice {was}; credited {leg.amount_sats} sats to "
+        f"{leg.destination} to complete the transfer"
+    )
+    async with crud.transaction() as tx:
+        await crud.add_audit(
+            tx,
+            PAYMENT_MARKER,
+            leg.operator_user_id,
+            "leg.transfer_completed",
+            "leg",
+            leg.id,
+            {
+                "payment_hash": leg.payment_hash,
+                "amount_sats": leg.amount_sats,
+                "payee_status_was": str(was),
+            },
+        )
 
 
 def _invoice_usable(bolt11: Optional[str]) -> bool:

@@ -175,3 +175,79 @@ async def test_insufficient_float_waits_then_pays_after_top_up(factory, super_us
     legs = await crud.list_settlement_legs(settlement.id)
     commission = [leg for leg in legs if leg.leg_type == "operator_split"]
     assert len(commission) == 1 and commission[0].attempts == 2
+
+
+@pytest.mark.parametrize("payee_left", ["pending", "failed"])
+async def test_crash_inside_lnbits_between_debit_and_credit_is_completed(
+    factory, super_user, monkeypatch, payee_left
+):
+    """LNbits commits an internal payment in two statements: the payer's debit, then
+    the payee's invoice marked paid. A process killed between them (found by the
+    SIGKILL test) debits the machine and credits nobody. The next start-up's
+    reconcile completes the transfer once; LNbits' start-up may also have failed the
+    payee's forgotten invoice in the meantime."""
+    import lnbits.core.services.payments as lnbits_payments
+    from lnbits.core.crud import get_standalone_payment, update_payment
+    from lnbits.core.models import PaymentState
+
+    from satmachineadmin import crud, distribution
+    from satmachineadmin.faults import EngineCrash
+
+    await factory.platform(super_user, "0", None)
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp_wallets = []
+    for deposit in ("100.00", "50.00"):
+        lp = await factory.lp()
+        await factory.enrol(operator, machine, lp, deposit=deposit)
+        lp_wallets.append(lp.wallet)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+    played = await factory.cash_out(machine, customer.wallet, "30.00", 4_500, 0)
+    settlement = await factory.settlement_of(played["payment_hash"])
+
+    real_update = lnbits_payments.update_payment
+    killed: list[str] = []
+
+    async def die_before_crediting(payment, *args, **kwargs):
+        if not killed and payment.is_in and (payment.extra or {}).get("leg_id"):
+            killed.append(payment.payment_hash)
+            raise EngineCrash("between LNbits' debit and credit")
+        return await real_update(payment, *args, **kwargs)
+
+    monkeypatch.setattr(lnbits_payments, "update_payment", die_before_crediting)
+    with pytest.raises(EngineCrash):
+        await distribution.run_due_settlements()
+    monkeypatch.setattr(lnbits_payments, "update_payment", real_update)
+
+    # The state a SIGKILL there leaves: debited, not credited.
+    outgoing = await _outgoing_payments(machine["wallet"].id)
+    assert [p.payment_hash for p in outgoing] == killed
+    incoming = await get_standalone_payment(killed[0], incoming=True)
+    assert incoming is not None and incoming.pending
+    assert sum([await factory.balance(w) for w in lp_wallets]) == 0
+    assert await factory.balance(machine["wallet"]) == 4_500 + incoming.amount // -1000
+    if payee_left == "failed":  # what the next LNbits start-up does to it
+        incoming.status = PaymentState.FAILED
+        await update_payment(incoming)
+
+    await _restart()
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "processed", settlement.error
+    legs = [leg for leg in await crud.list_settlement_legs(settlement.id)]
+    assert [leg.status for leg in legs if leg.leg_type == "dca"] == ["completed"] * 2
+    assert sorted(
+        p.payment_hash for p in await _outgoing_payments(machine["wallet"].id)
+    ) == sorted(leg.payment_hash for leg in legs if leg.leg_type == "dca")
+    # Every sat that left the machine reached its LP, none twice.
+    assert await factory.balance(machine["wallet"]) == 0
+    assert [await factory.balance(w) for w in lp_wallets] == [3_000, 1_500]
+    repaired = await get_standalone_payment(killed[0], incoming=True)
+    assert repaired is not None and repaired.success
+    audit = await crud.get_audit_log(operator.id)
+    completed = [a for a in audit if a.action == "leg.transfer_completed"]
+    assert len(completed) == 1 and completed[0].operator_user_id == operator.id
+    # A second restart finds nothing left to do.
+    await _restart()
+    assert [await factory.balance(w) for w in lp_wallets] == [3_000, 1_500]
+    assert len(await _outgoing_payments(machine["wallet"].id)) == 2

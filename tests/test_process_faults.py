@@ -616,18 +616,6 @@ def verify(api: Api, world: dict, atm: dict, settlements: list[dict]) -> dict:
         legs_to[leg["destination"]] += 1
     wallets = [world["fee_wallet"], world["commission"], world["partner"]]
     wallets += [lp["wallet"] for lp in world["lps"]]
-    short = [
-        (wallet["id"], api.balance(wallet), to_wallet[wallet["id"]])
-        for wallet in wallets
-        if api.balance(wallet) < to_wallet[wallet["id"]]
-    ]
-    if short:
-        # Open finding, not hidden: LNbits 1.6.2 commits the payer's and the payee's
-        # side of an internal payment in separate statements. A SIGKILL between them
-        # (seen on SQLite) debits the machine wallet for a leg the engine paid exactly
-        # once, yet the payee's invoice is never credited. Everything the engine owns
-        # is asserted above; this LNbits gap is reported until it is repaired.
-        pytest.xfail(f"payee wallets short after a kill (LNbits half-paid): {short}")
     for wallet in wallets:
         assert api.balance(wallet) == to_wallet[wallet["id"]], (
             wallet["id"],
