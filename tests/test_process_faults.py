@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/satmachineadmin/api/v1"
