@@ -395,6 +395,22 @@ async def list_operator_clients_with_prefs(
     return [ClientWithPrefs.from_row(row) for row in rows]
 
 
+async def autoforward_addresses(machine_id: str) -> dict[str, str]:
+    """client id -> Lightning address, for the machine's LPs who auto-forward."""
+    rows: Any = await db.fetchall(
+        "SELECT c.id, p.autoforward_ln_address FROM satmachineadmin.clients c "
+        "JOIN satmachineadmin.lp_preferences p ON p.user_id = c.user_id "
+        "WHERE c.machine_id = :machine AND p.autoforward_enabled = TRUE "
+        "AND p.autoforward_ln_address IS NOT NULL",
+        {"machine": machine_id},
+    )
+    return {
+        row["id"]: row["autoforward_ln_address"]
+        for row in rows
+        if row["autoforward_ln_address"]
+    }
+
+
 async def get_client_with_prefs(
     client_id: str, tx: Optional[Tx] = None
 ) -> Optional[ClientWithPrefs]:

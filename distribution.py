@@ -26,7 +26,7 @@ from loguru import logger
 from . import crud
 from .calculations import exchange_rate, split_commission
 from .faults import EngineCrash, checkpoint
-from .models import Machine, Settlement
+from .models import Leg, Machine, Settlement
 from .payouts import (
     RETRY_BASE_SECONDS,
     RETRY_MAX_SECONDS,
@@ -200,30 +200,29 @@ async def process_settlement(settlement_id: str) -> Optional[str]:
         legs = await ensure_plan(settlement, machine)
         checkpoint("after_plan")
         extended_at = time.monotonic()
-        for leg in legs:
+        for i, leg in enumerate(legs):
             if leg.status in ("pending", "failed"):
-                await pay_leg(leg)
+                # pay_leg returns the row as it now stands: nothing is read back.
+                legs[i] = await pay_leg(leg)
                 # Renew the lease well before it runs out, not once per leg.
                 if time.monotonic() - extended_at > LEASE_SECONDS / 4:
                     await crud.extend_claim(settlement_id, token, LEASE_SECONDS)
                     extended_at = time.monotonic()
-        await forward_landed_legs(settlement_id)
+        await forward_landed_legs(settlement_id, legs)
     except EngineCrash:
         raise
     except Exception as exc:
         logger.exception(f"satmachineadmin: settlement {settlement_id} errored")
         await _finish_errored(settlement, token, f"engine error: {exc}")
         return "errored"
-    return await _finish(settlement, token, machine)
+    return await _finish(settlement, token, machine, legs)
 
 
-async def _finish(settlement: Settlement, token: str, machine: Machine) -> str:
-    legs = await crud.list_settlement_legs(settlement.id)
-    open_legs = [
-        leg
-        for leg in legs
-        if leg.leg_type != "autoforward" and leg.status in ("pending", "failed")
-    ]
+async def _finish(
+    settlement: Settlement, token: str, machine: Machine, legs: list[Leg]
+) -> str:
+    """`legs` is the plan (no autoforwards: their failures never hold a settlement)."""
+    open_legs = [leg for leg in legs if leg.status in ("pending", "failed")]
     if not open_legs:
         await crud.finish_settlement(settlement.id, token, "processed", None)
         await after_processed(settlement, machine)

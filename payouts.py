@@ -184,7 +184,7 @@ async def pay_leg(leg: Leg) -> Leg:
     if leg.amount_sats <= 0:
         # A fiat share that rounds to 0 sats: recorded, nothing to send.
         await crud.transition_leg(leg.id, "completed", from_statuses=("pending",))
-        return leg
+        return await _reload(leg)
     bolt11, payment_hash = leg.bolt11, leg.payment_hash
     if not _invoice_usable(bolt11) or await _invoice_dead(leg):
         try:
@@ -246,29 +246,34 @@ async def _reload(leg: Leg) -> Leg:
     return refreshed
 
 
-async def forward_landed_legs(settlement_id: str) -> None:
+async def forward_landed_legs(settlement_id: str, legs: list[Leg]) -> None:
     """Autoforward: after an LP's leg lands, send it on to their Lightning address.
 
-    On failure the sats simply stay in the LP's wallet; the failed forward is a row
-    they can see, and it is not retried blindly.
+    `legs` are the settlement's legs as they stand now. On failure the sats simply
+    stay in the LP's wallet; the failed forward is a row they can see, and it is not
+    retried blindly.
     """
-    legs = await crud.list_settlement_legs(settlement_id)
-    forwarded = {leg.parent_leg_id for leg in legs if leg.leg_type == "autoforward"}
-    for leg in legs:
-        if (
-            leg.leg_type != "dca"
-            or leg.status != "completed"
-            or leg.amount_sats <= 0
-            or not leg.client_id
-            or leg.id in forwarded
-        ):
-            continue
-        client = await crud.get_client_with_prefs(leg.client_id)
-        if (
-            not client
-            or not client.autoforward_enabled
-            or not client.autoforward_ln_address
-        ):
+    landed = [
+        leg
+        for leg in legs
+        if leg.leg_type == "dca"
+        and leg.status == "completed"
+        and leg.amount_sats > 0
+        and leg.client_id
+    ]
+    if not landed:
+        return
+    addresses = await crud.autoforward_addresses(landed[0].machine_id)
+    if not addresses:
+        return
+    forwarded = {
+        leg.parent_leg_id
+        for leg in await crud.list_settlement_legs(settlement_id)
+        if leg.leg_type == "autoforward"
+    }
+    for leg in landed:
+        address = addresses.get(leg.client_id or "")
+        if not address or leg.id in forwarded:
             continue
         forward = Leg(
             id=crud.new_id(),
@@ -283,7 +288,7 @@ async def forward_landed_legs(settlement_id: str) -> None:
             amount_sats=leg.amount_sats,
             currency=leg.currency,
             source_wallet_id=leg.destination,
-            destination=client.autoforward_ln_address,
+            destination=address,
             destination_kind="lnaddress",
             memo="satmachineadmin autoforward",
             created_at=crud.now(),

@@ -88,7 +88,9 @@ async def ensure_plan(settlement: Settlement, machine: Machine) -> list[Leg]:
                 }
             ),
         )
-    return await _current_legs(settlement)
+    # What was just written, in the order a re-read would give: no second read of a
+    # plan that may hold a thousand legs.
+    return sorted(legs, key=lambda leg: (leg.created_at, leg.idempotency_key))
 
 
 async def _current_legs(settlement: Settlement) -> list[Leg]:

@@ -3,15 +3,16 @@
 Two operators, A and B, each with a machine, an enrolled LP, a confirmed and a pending
 deposit and commission rules. B (and LPs, strangers, made-up keys) is pointed at every
 endpoint with A's ids. Every refusal must carry LNbits' or api.md's exact status and
-leave everything as it was: after each refused write both operators' whole visible
-state (machines, clients, balances, deposits, commission rules, LP preferences, platform
-config) and the caller's audit trail are read again and compared.
+leave everything as it was: after each refused write every database row of both
+operators, their LPs' preferences, the platform config, the audit trail and the LNbits
+payments of every wallet involved are read again and compared (db_state.py).
 """
 
 import uuid
 from typing import Any
 
 import pytest
+from db_state import database_state
 
 API = "/satmachineadmin/api/v1"
 NOT_ENABLED = "Extension 'satmachineadmin' not enabled."
@@ -91,16 +92,19 @@ class World:
         self.super_user = super_user
 
     async def snapshot(self) -> dict:
-        return {
-            "A": await operator_state(self.http, self.a),
-            "B": await operator_state(self.http, self.b),
-            "lp_a": await lp_state(self.http, self.lp_a),
-            "lp_b": await lp_state(self.http, self.lp_b),
-            "super": await super_state(self.http, self.super_user),
-            "audit_lp_a": await audit_count(self.lp_a.id),
-            "audit_lp_b": await audit_count(self.lp_b.id),
-            "audit_super": await audit_count(self.super_user.id),
-        }
+        """Every database row of both operators and their people (database_state)."""
+        people = (
+            self.lp_a,
+            self.lp_b,
+            self.super_user,
+            self.stranger,
+            self.newcomer,
+        )
+        return await database_state(
+            [self.a.id, self.b.id],
+            [user.id for user in people],
+            [w.id for user in (self.a, self.b, *people) for w in user.wallets],
+        )
 
 
 @pytest.fixture(scope="module")

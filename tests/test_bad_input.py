@@ -2,31 +2,23 @@
 
 Each case is a request that must be refused: a 4xx (never a 500) with the status api.md
 gives it, a `detail` that is a non-empty sentence naming what is wrong, and no change at
-all: after every case the operator's machines, clients, balances, deposits and
-commission rules, the LP's preferences, the platform config and the audit trail are read
-again and compared with what they were when the world was built.
+all: after every case every database row of the operator (machines, clients and their
+running totals, deposits, settlements, legs, commission rules, Lamassu config), the
+LPs' preferences, the platform config, the audit trail and the LNbits payments of every
+wallet involved are read again and compared with what they were before.
 """
 
 import uuid
 from typing import Any
 
 import pytest
+from db_state import database_state
 
 API = "/satmachineadmin/api/v1"
 MISSING = object()  # in a case: remove this field from the valid body
 
 
 # ---------------------------------------------------------------- the world
-
-
-async def audit_count(actor_user_id: str) -> int:
-    from satmachineadmin import db
-
-    row = await db.fetchone(
-        "SELECT COUNT(*) AS n FROM satmachineadmin.audit_log WHERE actor_user_id = :u",
-        {"u": actor_user_id},
-    )
-    return int(row["n"])
 
 
 class World:
@@ -36,34 +28,12 @@ class World:
     baseline: dict
 
     async def snapshot(self) -> dict:
-        http, op = self.http, self.operator
-
-        async def get(path: str, headers: Any = None) -> Any:
-            response = await http.get(f"{API}{path}", headers=headers or op.admin)
-            assert response.status_code == 200, (path, response.text)
-            return response.json()
-
-        state: dict = {
-            "machines": await get("/machines"),
-            "clients": await get("/clients"),
-            "deposits": await get("/deposits"),
-            "splits": await get("/commission/splits"),
-            "lp": await get("/lp", self.lp.invoice),
-            "super": await get("/super/config", self.super_user.admin),
-            "audit": [
-                await audit_count(user.id)
-                for user in (op, self.lp, self.no_prefs, self.super_user)
-            ],
-        }
-        for machine in state["machines"]:
-            state[machine["id"]] = await get(
-                f"/commission/splits?machine_id={machine['id']}"
-            )
-        for client in state["clients"]:
-            state[client["id"]] = await get(f"/clients/{client['id']}/balance")
-        no_prefs = await http.get(f"{API}/lp", headers=self.no_prefs.invoice)
-        state["no_prefs"] = (no_prefs.status_code, no_prefs.json())
-        return state
+        people = (self.lp, self.no_prefs, self.newcomer, self.super_user)
+        return await database_state(
+            [self.operator.id],
+            [user.id for user in people],
+            [w.id for user in (self.operator, *people) for w in user.wallets],
+        )
 
     def names(self) -> dict:
         return {
@@ -946,7 +916,7 @@ async def test_every_base_body_is_accepted(http, factory, super_user):
         op,
     )
     assert [leg["target_kind"] for leg in splits["legs"]] == ["lnurl", "lnaddress"]
-    original = w.baseline["super"]
+    original = (await http.get(f"{API}/super/config", headers=super_user.admin)).json()
     try:
         await ok("PUT", "/super/config", SUPER_BASE, super_user.admin)
     finally:
