@@ -20,7 +20,7 @@ settlement is processed. Then, from LNbits' own books and the extension's:
   completed legs; each LP, commission and fee wallet = the sum of its completed legs;
   per settlement, completed + skipped legs = wire_sats (cash-out) or fee_sats (cash-in).
 
-SATMACHINE_FAULT_KILLS (default 5) sets the number of kills; 25 is the deep run.
+SATMACHINE_FAULT_KILLS (default 4) sets the number of kills; 25 is the deep run.
 SATMACHINE_FAULT_LPS (default 30) the number of LPs.
 """
 
@@ -46,7 +46,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/satmachineadmin/api/v1"
-KILLS = int(os.environ.get("SATMACHINE_FAULT_KILLS", "5"))
+KILLS = int(os.environ.get("SATMACHINE_FAULT_KILLS", "4"))
 LPS = int(os.environ.get("SATMACHINE_FAULT_LPS", "30"))
 SEED = int(os.environ.get("SATMACHINE_FAULT_SEED", str(random.randrange(10**6))))
 CASH_OUTS_PER_ROUND = 2
