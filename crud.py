@@ -921,12 +921,27 @@ async def list_legs_by_status(status: str, limit: int = 500) -> list[Leg]:
     )
 
 
-async def set_leg_payment(leg_id: str, payment_hash: str, bolt11: str) -> None:
-    await db.execute(
-        "UPDATE satmachineadmin.legs SET payment_hash = :hash, bolt11 = :bolt11, "
-        "updated_at = :now WHERE id = :id AND status IN ('pending', 'failed')",
-        {"id": leg_id, "hash": payment_hash, "bolt11": bolt11, "now": now()},
-    )
+async def set_leg_payment(
+    leg_id: str, payment_hash: str, bolt11: str, replaces: Optional[str]
+) -> bool:
+    """Store the leg's invoice, only if the row still holds the one this worker saw
+    (`replaces`): of two workers racing on one leg, one invoice wins, and only the
+    winner may pay it."""
+    seen = "payment_hash IS NULL" if replaces is None else "payment_hash = :replaces"
+    async with transaction() as tx:
+        changed = await tx.execute(
+            "UPDATE satmachineadmin.legs SET payment_hash = :hash, bolt11 = :bolt11, "
+            "updated_at = :now WHERE id = :id AND status IN ('pending', 'failed') "
+            f"AND {seen}",
+            {
+                "id": leg_id,
+                "hash": payment_hash,
+                "bolt11": bolt11,
+                "replaces": replaces,
+                "now": now(),
+            },
+        )
+    return changed == 1
 
 
 async def transition_leg(

@@ -193,7 +193,13 @@ async def pay_leg(leg: Leg) -> Leg:
             return await _fail(leg, f"could not get an invoice: {exc.message}")
         except Exception as exc:
             return await _fail(leg, f"could not get an invoice: {exc}")
-        await crud.set_leg_payment(leg.id, payment_hash, bolt11)
+        if not await crud.set_leg_payment(
+            leg.id, payment_hash, bolt11, replaces=leg.payment_hash
+        ):
+            # Another worker stored an invoice for this leg first: it pays; the
+            # next pass reconciles against whatever it did.
+            logger.warning(f"satmachineadmin: leg {leg.id} taken by another worker")
+            return await _reload(leg)
     assert bolt11
     checkpoint("after_invoice")
     try:

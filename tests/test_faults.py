@@ -251,3 +251,42 @@ async def test_crash_inside_lnbits_between_debit_and_credit_is_completed(
     await _restart()
     assert [await factory.balance(w) for w in lp_wallets] == [3_000, 1_500]
     assert len(await _outgoing_payments(machine["wallet"].id)) == 2
+
+
+async def test_a_worker_holding_a_stale_leg_never_pays_it_again(factory, super_user):
+    """Two workers on one leg (a lease that ran out under a stalled but living
+    engine): the second read the leg before the first stored its invoice. Only one
+    invoice can be stored on the row, and only its owner pays it."""
+    from satmachineadmin import crud, distribution, payouts
+    from satmachineadmin.faults import EngineCrash, crash_points
+
+    await factory.platform(super_user, "0", None)
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="100.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+    await factory.fund(machine["wallet"], 10_000)  # a float a double payment could use
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 0)
+    settlement = await factory.settlement_of(played["payment_hash"])
+
+    crash_points["after_plan"] = 0  # planned, nothing paid
+    with pytest.raises(EngineCrash):
+        await distribution.run_due_settlements()
+    (stale,) = [
+        leg
+        for leg in await crud.list_settlement_legs(settlement.id)
+        if leg.leg_type == "dca"
+    ]
+    assert stale.status == "pending" and stale.payment_hash is None
+
+    first = await payouts.pay_leg(stale)
+    assert first.status == "completed"
+    second = await payouts.pay_leg(stale)  # what the slower worker still holds
+    assert second.status == "completed"
+    assert second.payment_hash == first.payment_hash
+    outgoing = await _outgoing_payments(machine["wallet"].id)
+    assert [p.payment_hash for p in outgoing] == [first.payment_hash]
+    assert await factory.balance(lp.wallet) == 1_500
+    assert await factory.balance(machine["wallet"]) == 10_000
