@@ -927,21 +927,76 @@ async def set_leg_payment(
     """Store the leg's invoice, only if the row still holds the one this worker saw
     (`replaces`): of two workers racing on one leg, one invoice wins, and only the
     winner may pay it."""
-    seen = "payment_hash IS NULL" if replaces is None else "payment_hash = :replaces"
+    stored = await set_leg_payments([(leg_id, payment_hash, bolt11, replaces)])
+    return leg_id in stored
+
+
+async def set_leg_payments(
+    invoices: Sequence[tuple[str, str, str, Optional[str]]],
+) -> set[str]:
+    """Store many legs' invoices, each as `set_leg_payment` would, in one transaction
+    (one commit instead of one per leg). Returns the ids of the legs stored."""
+    stored: set[str] = set()
     async with transaction() as tx:
-        changed = await tx.execute(
-            "UPDATE satmachineadmin.legs SET payment_hash = :hash, bolt11 = :bolt11, "
-            "updated_at = :now WHERE id = :id AND status IN ('pending', 'failed') "
-            f"AND {seen}",
-            {
-                "id": leg_id,
-                "hash": payment_hash,
-                "bolt11": bolt11,
-                "replaces": replaces,
-                "now": now(),
-            },
-        )
-    return changed == 1
+        for leg_id, payment_hash, bolt11, replaces in invoices:
+            seen = (
+                "payment_hash IS NULL"
+                if replaces is None
+                else "payment_hash = :replaces"
+            )
+            changed = await tx.execute(
+                "UPDATE satmachineadmin.legs SET payment_hash = :hash, "
+                "bolt11 = :bolt11, updated_at = :now "
+                "WHERE id = :id AND status IN ('pending', 'failed') "
+                f"AND {seen}",
+                {
+                    "id": leg_id,
+                    "hash": payment_hash,
+                    "bolt11": bolt11,
+                    "replaces": replaces,
+                    "now": now(),
+                },
+            )
+            if changed == 1:
+                stored.add(leg_id)
+    return stored
+
+
+async def complete_paid_legs(legs: Sequence[Leg]) -> set[str]:
+    """Mark legs LNbits has just paid `completed` (with their LPs' totals), in one
+    transaction. Each moves only from `pending` with the invoice it was paid by, so a
+    leg another worker already settled is left alone. Returns the ids moved.
+
+    The caller's rows are trusted for amount, LP and type: those never change once
+    planned (a partial dispense voids legs and plans new ones)."""
+    moved: list[Leg] = []
+    moment = now()
+    async with transaction() as tx:
+        for leg in legs:
+            changed = await tx.execute(
+                """
+                UPDATE satmachineadmin.legs
+                SET status = 'completed', error = NULL, updated_at = :now,
+                    attempts = attempts + 1, completed_at = :now
+                WHERE id = :id AND status = 'pending' AND payment_hash = :hash
+                """,
+                {"id": leg.id, "hash": leg.payment_hash, "now": moment},
+            )
+            if changed == 1:
+                moved.append(leg)
+        totals = [
+            _totals(
+                leg.client_id,
+                reserved=_reserves(leg, "completed") - _reserves(leg, "pending"),
+                sats=_received(leg, "completed") - _received(leg, "pending"),
+            )
+            for leg in moved
+            if leg.client_id
+        ]
+        totals = [row for row in totals if row["reserved"] or row["sats"]]
+        if totals:
+            await tx.execute_many(_ADD_CLIENT_TOTALS, totals)
+    return {leg.id for leg in moved}
 
 
 async def transition_leg(

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from loguru import logger
 
-from . import crud
+from . import crud, payouts
 from .calculations import exchange_rate, split_commission
 from .faults import EngineCrash, checkpoint
 from .models import Leg, Machine, Settlement
@@ -31,7 +31,7 @@ from .payouts import (
     RETRY_BASE_SECONDS,
     RETRY_MAX_SECONDS,
     forward_landed_legs,
-    pay_leg,
+    pay_legs,
     reconcile_leg,
 )
 from .planning import ensure_plan
@@ -200,14 +200,23 @@ async def process_settlement(settlement_id: str) -> Optional[str]:
         legs = await ensure_plan(settlement, machine)
         checkpoint("after_plan")
         extended_at = time.monotonic()
-        for i, leg in enumerate(legs):
-            if leg.status in ("pending", "failed"):
-                # pay_leg returns the row as it now stands: nothing is read back.
-                legs[i] = await pay_leg(leg)
-                # Renew the lease well before it runs out, not once per leg.
-                if time.monotonic() - extended_at > LEASE_SECONDS / 4:
-                    await crud.extend_claim(settlement_id, token, LEASE_SECONDS)
-                    extended_at = time.monotonic()
+
+        async def keep_claim() -> None:
+            # Renew the lease well before it runs out, not after every payment.
+            nonlocal extended_at
+            if time.monotonic() - extended_at > LEASE_SECONDS / 4:
+                await crud.extend_claim(settlement_id, token, LEASE_SECONDS)
+                extended_at = time.monotonic()
+
+        open_at = [
+            i for i, leg in enumerate(legs) if leg.status in ("pending", "failed")
+        ]
+        for start in range(0, len(open_at), payouts.PAY_BATCH):
+            batch = open_at[start : start + payouts.PAY_BATCH]
+            # pay_legs returns the rows as they now stand: nothing is read back.
+            paid = await pay_legs([legs[i] for i in batch], keep_claim)
+            for i, leg in zip(batch, paid, strict=True):
+                legs[i] = leg
         await forward_landed_legs(settlement_id, legs)
     except EngineCrash:
         raise

@@ -9,6 +9,7 @@ internal invoice twice, a second guard under the first.
 """
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Optional
 
 from lnbits.bolt11 import decode as decode_bolt11
@@ -173,7 +174,100 @@ async def _fail(leg: Leg, reason: str) -> Leg:
     return refreshed
 
 
+# Legs paid per batch: their invoices are stored in one commit before any is paid, and
+# their outcomes in one commit after, instead of two commits per leg.
+PAY_BATCH = 50
+
+
 async def pay_leg(leg: Leg) -> Leg:
+    return (await pay_legs([leg]))[0]
+
+
+async def pay_legs(
+    legs: list[Leg], after_each: Optional[Callable[[], Awaitable[None]]] = None
+) -> list[Leg]:
+    """Pay a batch of legs; returns each row as it now stands, in the same order.
+
+    The three steps of every leg keep their order (invoice stored, paid, outcome
+    recorded), batch-wide: all invoices are stored before the first payment, and
+    a crash between a payment and its recorded outcome is what `reconcile_leg`
+    repairs. The caller holds whatever claim covers the legs; `after_each` runs
+    after every payment (to keep that claim alive).
+    """
+    result = list(legs)
+    fresh: list[int] = []  # positions of legs that need a new invoice
+    ready: list[int] = []  # positions of legs whose stored invoice is paid as is
+    for i, leg in enumerate(legs):
+        leg = result[i] = await _open_for_payment(leg)
+        if leg.status != "pending":
+            continue
+        if not _invoice_usable(leg.bolt11) or await _invoice_dead(leg):
+            fresh.append(i)
+        else:
+            ready.append(i)
+    invoices: dict[int, tuple[str, str]] = {}
+    for i in fresh:
+        try:
+            invoices[i] = await _invoice_for(result[i])
+        except (InvoiceError, PaymentError) as exc:
+            result[i] = await _fail(
+                result[i], f"could not get an invoice: {exc.message}"
+            )
+        except Exception as exc:
+            result[i] = await _fail(result[i], f"could not get an invoice: {exc}")
+    stored = await crud.set_leg_payments(
+        [
+            (result[i].id, payment_hash, bolt11, result[i].payment_hash)
+            for i, (bolt11, payment_hash) in invoices.items()
+        ]
+    )
+    for i, (bolt11, payment_hash) in invoices.items():
+        if result[i].id in stored:
+            result[i] = result[i].copy(
+                update={"bolt11": bolt11, "payment_hash": payment_hash}
+            )
+            ready.append(i)
+        else:
+            # Another worker stored an invoice for this leg first: it pays; the
+            # next pass reconciles against whatever it did.
+            logger.warning(
+                f"satmachineadmin: leg {result[i].id} taken by another worker"
+            )
+            result[i] = await _reload(result[i])
+    checkpoint("after_invoice")
+    paid: list[int] = []
+    for i in sorted(ready):
+        outcome = await _pay_stored_invoice(result[i])
+        if outcome is None:
+            paid.append(i)
+            checkpoint("after_payment")
+        else:
+            result[i] = outcome
+        if after_each is not None:
+            await after_each()
+    checkpoint("before_outcome")
+    completed = await crud.complete_paid_legs([result[i] for i in paid])
+    moment = crud.now()
+    for i in paid:
+        if result[i].id in completed:
+            # What the row now says, without reading it back.
+            result[i] = result[i].copy(
+                update={
+                    "status": "completed",
+                    "error": None,
+                    "attempts": result[i].attempts + 1,
+                    "completed_at": moment,
+                }
+            )
+        else:
+            result[i] = await _reload(result[i])
+    return result
+
+
+async def _open_for_payment(leg: Leg) -> Leg:
+    """The leg reconciled with LNbits and, if still unpaid, `pending` and payable.
+    A zero-sat leg (a fiat share that rounds to 0 sats) is completed here: recorded,
+    nothing to send."""
     leg = await reconcile_leg(leg)
     if leg.status not in ("pending", "failed"):
         return leg
@@ -181,31 +275,21 @@ async def pay_leg(leg: Leg) -> Leg:
         await crud.transition_leg(
             leg.id, "pending", error=leg.error, from_statuses=("failed",)
         )
+        leg = leg.copy(update={"status": "pending"})
     if leg.amount_sats <= 0:
-        # A fiat share that rounds to 0 sats: recorded, nothing to send.
         await crud.transition_leg(leg.id, "completed", from_statuses=("pending",))
         return await _reload(leg)
-    bolt11, payment_hash = leg.bolt11, leg.payment_hash
-    if not _invoice_usable(bolt11) or await _invoice_dead(leg):
-        try:
-            bolt11, payment_hash = await _invoice_for(leg)
-        except (InvoiceError, PaymentError) as exc:
-            return await _fail(leg, f"could not get an invoice: {exc.message}")
-        except Exception as exc:
-            return await _fail(leg, f"could not get an invoice: {exc}")
-        if not await crud.set_leg_payment(
-            leg.id, payment_hash, bolt11, replaces=leg.payment_hash
-        ):
-            # Another worker stored an invoice for this leg first: it pays; the
-            # next pass reconciles against whatever it did.
-            logger.warning(f"satmachineadmin: leg {leg.id} taken by another worker")
-            return await _reload(leg)
-    assert bolt11
-    checkpoint("after_invoice")
+    return leg
+
+
+async def _pay_stored_invoice(leg: Leg) -> Optional[Leg]:
+    """Pay the leg's stored invoice from its source wallet. None when LNbits paid it
+    (the outcome is not recorded yet); else the leg as it now stands."""
+    assert leg.bolt11
     try:
         await pay_invoice(
             wallet_id=leg.source_wallet_id or "",
-            payment_request=bolt11,
+            payment_request=leg.bolt11,
             extra={
                 "source": PAYMENT_MARKER,
                 "leg_id": leg.id,
@@ -214,30 +298,19 @@ async def pay_leg(leg: Leg) -> Leg:
             description=(leg.memo or "")[:600],
         )
     except PaymentError as exc:
-        refreshed = await reconcile_leg(await _reload(leg))
-        if refreshed.status == "completed":
-            return refreshed
-        return await _fail(leg, _payment_error_text(exc.message))
+        return await _after_payment_error(leg, _payment_error_text(exc.message))
     except Exception as exc:
-        refreshed = await reconcile_leg(await _reload(leg))
-        if refreshed.status == "completed":
-            return refreshed
-        return await _fail(leg, str(exc) or exc.__class__.__name__)
-    checkpoint("after_payment")
-    if await crud.transition_leg(
-        leg.id, "completed", from_statuses=("pending",), count_attempt=True
-    ):
-        # What the row now says, without reading it back: one connection less per leg.
-        return leg.copy(
-            update={
-                "status": "completed",
-                "bolt11": bolt11,
-                "payment_hash": payment_hash,
-                "attempts": leg.attempts + 1,
-                "completed_at": crud.now(),
-            }
-        )
-    return await _reload(leg)
+        return await _after_payment_error(leg, str(exc) or exc.__class__.__name__)
+    return None
+
+
+async def _after_payment_error(leg: Leg, reason: str) -> Leg:
+    # A payment can fail after LNbits has recorded it paid (a crash in its own
+    # bookkeeping): believe LNbits' rows, not the exception.
+    refreshed = await reconcile_leg(await _reload(leg))
+    if refreshed.status == "completed":
+        return refreshed
+    return await _fail(leg, reason)
 
 
 def _payment_error_text(message: str) -> str:

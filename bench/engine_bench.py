@@ -3,7 +3,9 @@
 1. Throughput: distribute one settlement to N = 10, 100, 1,000 LPs through real LNbits
    internal payments, next to N bare LNbits internal transfers (create_invoice +
    pay_invoice in a plain loop) in the same run. The ratio is the figure: the
-   engine's overhead over LNbits' own cost per payment.
+   engine's overhead over LNbits' own cost per payment. Sizes up to 200 LPs run
+   several rounds (engine and bare loop alternating); medians and the worst round
+   are printed.
 2. Planning: read the balances of 1,000 LPs and allocate a settlement, with 10k and
    with 1M historical legs in the table (it must not grow with history); also the
    plan written to the database.
@@ -109,7 +111,26 @@ async def land(machine, principal: int, fiat_minor: int):
     )
 
 
+def rounds_for(n: int) -> int:
+    """Small distributions take well under a second and single runs of them are
+    noisy: they are repeated, engine and bare loop alternating, and medians shown."""
+    return max(1, min(5, 1_000 // n))
+
+
 async def bench_throughput(n: int) -> dict:
+    rounds = [await throughput_round(n) for _ in range(rounds_for(n))]
+    return {
+        "n": n,
+        "rounds": len(rounds),
+        "engine_legs_per_s": statistics.median(r["engine_legs_per_s"] for r in rounds),
+        "bare_per_s": statistics.median(r["bare_per_s"] for r in rounds),
+        "ratio": statistics.median(r["ratio"] for r in rounds),
+        "worst_ratio": min(r["ratio"] for r in rounds),
+        "handler_ms": statistics.median(r["handler_ms"] for r in rounds),
+    }
+
+
+async def throughput_round(n: int) -> dict:
     from lnbits.core.services import create_invoice, pay_invoice, update_wallet_balance
 
     from satmachineadmin import crud, distribution
@@ -141,7 +162,6 @@ async def bench_throughput(n: int) -> dict:
         await pay_invoice(wallet_id=payer.id, payment_request=invoice.bolt11)
     bare_seconds = time.perf_counter() - started
     return {
-        "n": n,
         "engine_legs_per_s": n / engine_seconds,
         "bare_per_s": n / bare_seconds,
         "ratio": bare_seconds / engine_seconds,
@@ -267,15 +287,15 @@ async def main() -> None:
     async with app.router.lifespan_context(app):
         print(f"\nsatmachineadmin engine benchmark on {ARGS.db}\n")
         print(
-            f"{'LPs':>6} {'engine legs/s':>14} {'bare LNbits/s':>14} {'ratio':>7} "
-            f"{'listener ms':>12}"
+            f"{'LPs':>6} {'rounds':>7} {'engine legs/s':>14} {'bare LNbits/s':>14} "
+            f"{'ratio':>7} {'worst':>7} {'listener ms':>12}"
         )
         for n in [int(x) for x in ARGS.sizes.split(",")]:
             row = await bench_throughput(n)
             print(
-                f"{row['n']:>6} {row['engine_legs_per_s']:>14.1f} "
+                f"{row['n']:>6} {row['rounds']:>7} {row['engine_legs_per_s']:>14.1f} "
                 f"{row['bare_per_s']:>14.1f} {row['ratio']:>7.2f} "
-                f"{row['handler_ms']:>12.3f}"
+                f"{row['worst_ratio']:>7.2f} {row['handler_ms']:>12.3f}"
             )
 
         machine, _, _ = await machine_with_lps(1_000, 10_000_000)

@@ -7,13 +7,19 @@ import pytest
 
 pytestmark = pytest.mark.usefixtures("drained_engine")
 
+# (checkpoint, passes let through before it fires, legs paid per batch). The
+# settlement below has 5 legs: one batch of all of them, or batches of 2, 2 and 1
+# (the crash then lands in a later batch, after earlier ones have completed).
 CHECKPOINTS = [
-    ("after_claim", 0),
-    ("after_plan", 0),
-    ("after_invoice", 0),
-    ("after_invoice", 2),
-    ("after_payment", 0),
-    ("after_payment", 3),
+    ("after_claim", 0, 50),
+    ("after_plan", 0, 50),
+    ("after_invoice", 0, 50),
+    ("after_payment", 0, 50),
+    ("after_payment", 3, 50),
+    ("before_outcome", 0, 50),
+    ("after_invoice", 1, 2),
+    ("after_payment", 2, 2),
+    ("before_outcome", 1, 2),
 ]
 
 
@@ -57,11 +63,11 @@ async def _restart():
     await distribution.run_due_settlements()
 
 
-@pytest.mark.parametrize("point,skips", CHECKPOINTS)
+@pytest.mark.parametrize("point,skips,batch", CHECKPOINTS)
 async def test_crash_at_each_step_then_restart_pays_each_leg_once(
-    factory, super_user, point, skips
+    factory, super_user, monkeypatch, point, skips, batch
 ):
-    from satmachineadmin import crud, distribution
+    from satmachineadmin import crud, distribution, payouts
     from satmachineadmin.faults import EngineCrash, crash_points
 
     operator, machine, fee_wallet, split, lp_wallets, customer = await _setup(
@@ -71,10 +77,15 @@ async def test_crash_at_each_step_then_restart_pays_each_leg_once(
     played = await factory.cash_out(machine, customer.wallet, "30.00", 4_500, 200)
     settlement = await factory.settlement_of(played["payment_hash"])
 
+    monkeypatch.setattr(payouts, "PAY_BATCH", batch)
     crash_points[point] = skips
     with pytest.raises(EngineCrash):
         await distribution.run_due_settlements()
     assert point not in crash_points
+    legs = await crud.list_settlement_legs(settlement.id)
+    if batch < len(legs) and skips:
+        # The crash hit a later batch: the first one is already recorded paid.
+        assert sum(leg.status == "completed" for leg in legs) >= batch
     # The dead process's claim blocks everyone else until its lease runs out.
     assert await distribution.run_due_settlements() == 0
 
