@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/satmachineadmin/api/v1"
@@ -56,6 +57,7 @@ FLOAT_SATS = 300_000
 CUSTOMER_SATS = 10_000_000
 START_TIMEOUT = 120.0
 FINISH_TIMEOUT = 300.0
+ENGINE_IDLE_SECONDS = 5  # tasks.ENGINE_IDLE_SECONDS
 
 LAUNCHER = """
 import sys
@@ -646,6 +648,98 @@ def verify(api: Api, world: dict, atm: dict, settlements: list[dict]) -> dict:
         "skipped": statuses.get("skipped", 0),
         "balances": balances,
     }
+
+
+def test_two_servers_on_one_postgresql_pay_each_leg_once():
+    """Two LNbits processes on one PostgreSQL, each with its engine, its listener and
+    its sweep, while the ATM pays through both at once: every settlement is taken by
+    one of them, every leg paid once. Midway one server is SIGKILLed while it pays
+    and the other takes over its claims once their lease runs out (it never ran the
+    dead one's start-up reconcile: the engine's own reconcile before paying is what
+    keeps it from paying twice); then the dead one comes back."""
+    if os.environ.get("SATMACHINE_TEST_DB", "sqlite") != "postgres":
+        pytest.skip("two LNbits processes share a PostgreSQL server, not a SQLite file")
+    rng = random.Random(SEED)
+    root = Path(tempfile.mkdtemp(prefix="satmachine-two-servers-"))
+    url, own_pg = database_url(root)
+    servers = [Server(root / "a", url), Server(root / "b", url)]
+    apis = [Api(server) for server in servers]
+    try:
+        servers[0].start()
+        world = seed(apis[0])
+        servers[1].start()
+        moments = []
+        for round_no in range(4):
+            # The ATM pays through both servers at the same moment: each lands the
+            # settlement its own listener saw and wakes its own engine, and each
+            # engine's pass finds the other's settlements due as well.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(
+                    pool.map(
+                        lambda api: [
+                            play(api, world, random.Random(rng.random()), tx)
+                            for tx in ("cash_out", "cash_out", "cash_in")
+                        ],
+                        apis,
+                    )
+                )
+            if round_no == 1:
+                time.sleep(rng.uniform(0.2, 1.5))
+                servers[0].kill()
+                moments.append("a killed")
+                # Long enough for the dead server's leases to run out and the
+                # live one to finish its work.
+                time.sleep(LEASE_SECONDS + ENGINE_IDLE_SECONDS + 2)
+                servers[0].start()
+        machine_wallet = world["machine_wallet"]
+        atm = {
+            p["payment_hash"]: p
+            for p in apis[1].payments(machine_wallet)
+            if (p.get("extra") or {}).get("source") == "bitspire"
+            and p["status"] == "success"
+        }
+        assert len(atm) == 4 * 2 * 3, len(atm)
+        settlements = wait_until_processed(apis[1], world, len(atm))
+        figures = verify(apis[1], world, atm, settlements)
+        # Both processes really paid legs (each LNbits logs the internal payments it
+        # makes), and none was paid by both.
+        legs = apis[1].call(
+            "GET",
+            f"{API}/payments",
+            key=machine_wallet["inkey"],
+            params={"limit": 10000},
+        )
+        leg_hashes = {
+            leg["payment_hash"]
+            for leg in legs
+            if leg["status"] == "completed" and leg["payment_hash"]
+        }
+        paid_by = []
+        for server in servers:
+            log = (server.root / "server.log").read_text(errors="replace")
+            paid_by.append(
+                {h for h in leg_hashes if f"internal payment successful {h}" in log}
+            )
+        assert paid_by[0] and paid_by[1], [len(p) for p in paid_by]
+        assert not paid_by[0] & paid_by[1]
+        # Claimed more than once: a race lost, or taken over from the dead server.
+        reclaimed = sum(s["attempts"] > 1 for s in settlements)
+    except BaseException:
+        for name, server in zip("ab", servers, strict=True):
+            print(f"\nseed {SEED}; server {name} log tail:\n{server.tail(80)}")
+        raise
+    finally:
+        for server in servers:
+            server.stop()
+        if own_pg is not None:
+            own_pg.cleanup()
+    print(
+        f"\ntwo servers (seed {SEED}): {figures['settlements']} settlements, "
+        f"{figures['paid']} legs paid ({len(paid_by[0])} by a, {len(paid_by[1])} by b), "
+        f"{figures['balances']} balances to the sat, {reclaimed} settlements claimed "
+        f"more than once; {moments}"
+    )
+    shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_a_stored_invoice_that_lnbits_failed_at_restart_is_replaced(
