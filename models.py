@@ -32,7 +32,9 @@ LegStatus = Literal["pending", "completed", "failed", "skipped", "voided"]
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 WALLET_ID = re.compile(r"^[0-9a-f]{32}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
-LN_ADDRESS = re.compile(r"^[a-z0-9._+-]+@[a-z0-9.-]+(:[0-9]{1,5})?$")
+# LUD-16, as LNbits' LNURL helper (the lnurl library) accepts it: name@domain with a
+# top-level domain of letters, no port. Anything else could be saved but never paid.
+LN_ADDRESS = re.compile(r"^[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,63}$")
 
 
 def iso(epoch: Optional[int]) -> Optional[str]:

@@ -396,6 +396,19 @@ LP_CASES = [
         "autoforward_ln_address",
     ),
     ("address-number", {"autoforward_ln_address": 5}, 400, "autoforward_ln_address"),
+    # LUD-16 addresses are name@domain, fetched over HTTPS on 443: LNbits' helper can
+    # never pay one with a port, an IP address or no top-level domain.
+    *(
+        (
+            f"address-unpayable-{i}",
+            {"autoforward_enabled": True, "autoforward_ln_address": address},
+            400,
+            "autoforward_ln_address",
+        )
+        for i, address in enumerate(
+            ["alice@127.0.0.1:9", "alice@example.com:8080", "alice@10.0.0.1", "a@host"]
+        )
+    ),
     ("extra-user", {"user_id": "{newcomer}"}, 400, "user_id"),
     ("extra-field", {"machine_id": "{G}"}, 400, "machine_id"),
 ]
@@ -710,6 +723,8 @@ SPLITS = [
     ("target-garbage", legs(("somebody", "100")), 400, "target"),
     ("target-bad-address", legs(("alice@", "100")), 400, "target"),
     ("target-bad-address-chars", legs(("al ice@example.com", "100")), 400, "target"),
+    ("target-address-port", legs(("alice@127.0.0.1:9", "100")), 400, "target"),
+    ("target-address-no-tld", legs(("alice@host", "100")), 400, "target"),
     ("target-bad-lnurl", legs(("lnurl1zzzzzz", "100")), 400, "target"),
     ("target-bad-lnurl-prefixed", legs(("lightning:LNURL1ABC", "100")), 400, "target"),
     ("target-too-long", legs(("x" * 2001, "100")), 400, "target"),

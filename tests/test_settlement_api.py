@@ -999,7 +999,9 @@ async def test_autoforward_to_an_unreachable_address_keeps_the_sats(
     operator = await factory.operator()
     machine = await factory.machine(operator)
     lp = await factory.lp(
-        autoforward_enabled=True, autoforward_ln_address="alice@127.0.0.1:9"
+        autoforward_enabled=True,
+        # .test is reserved (RFC 2606): it never resolves, here or anywhere.
+        autoforward_ln_address="alice@gone.satmachine.test",
     )
     client = await factory.enrol(operator, machine, lp, deposit="50.00")
     customer = await factory.user()
@@ -1022,7 +1024,7 @@ async def test_autoforward_to_an_unreachable_address_keeps_the_sats(
         1_500,
         client["id"],
     )
-    assert forward["destination"] == "alice@127.0.0.1:9"
+    assert forward["destination"] == "alice@gone.satmachine.test"
     assert forward["error"] and "stay in your LNbits wallet" in forward["error"]
     assert await factory.balance(lp.wallet) == 1_500
     balance = await factory.balance_of(operator, client["id"])
