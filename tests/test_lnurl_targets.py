@@ -173,3 +173,121 @@ async def test_unreachable_lnurl_target_fails_the_leg_and_errors_the_settlement(
     await factory.run_engine()
     assert await factory.balance(lp.wallet) == 1_500
     assert await factory.balance(machine["wallet"]) == 500
+
+
+@pytest.fixture
+async def lnaddress_host(monkeypatch):
+    from lnaddress_host import start_host
+
+    host = start_host(asyncio.get_running_loop(), monkeypatch)
+    if isinstance(host, str):
+        pytest.skip(host)
+    yield host
+    host.close()
+
+
+async def test_autoforward_to_a_lightning_address_lands_there_once(
+    factory, super_user, lnaddress_host
+):
+    """The LP's principal lands in their LNbits wallet, then goes on, through LNbits'
+    own LNURL helper over HTTPS, to their Lightning address: once, all of it."""
+    from lnbits.core.crud import get_payments
+
+    from satmachineadmin import crud
+
+    await factory.platform(super_user, "0", None)
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    elsewhere = await factory.user()  # where alice keeps her sats
+    address = lnaddress_host.register("alice", elsewhere.wallet.id)
+    lp = await factory.lp(
+        autoforward_enabled=True, autoforward_ln_address=address.upper()
+    )
+    client = await factory.enrol(operator, machine, lp, deposit="50.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 10_000)
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 0)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+
+    assert (await crud.get_settlement(settlement.id)).status == "processed"
+    legs = await crud.list_settlement_legs(settlement.id)
+    assert sorted(leg.leg_type for leg in legs) == ["autoforward", "dca"]
+    dca = next(leg for leg in legs if leg.leg_type == "dca")
+    forward = next(leg for leg in legs if leg.leg_type == "autoforward")
+    assert (dca.status, dca.amount_sats, dca.destination) == (
+        "completed",
+        1_500,
+        lp.wallet.id,
+    )
+    assert (forward.status, forward.amount_sats, forward.error) == (
+        "completed",
+        1_500,
+        None,
+    )
+    assert forward.parent_leg_id == dca.id
+    assert forward.source_wallet_id == lp.wallet.id
+    assert (forward.destination_kind, forward.destination) == ("lnaddress", address)
+    assert lnaddress_host.callbacks("alice") == [1_500_000]
+    assert await factory.balance(lp.wallet) == 0
+    assert await factory.balance(elsewhere.wallet) == 1_500
+    # The forward is not a purchase: the LP's balance counts the principal once.
+    balance = await factory.balance_of(operator, client["id"])
+    assert (balance["remaining_balance"], balance["total_sats"]) == ("40.00", 1_500)
+    out_of_lp = [
+        p
+        for p in await get_payments(wallet_id=lp.wallet.id, outgoing=True)
+        if p.success
+    ]
+    assert [(p.payment_hash, -p.amount) for p in out_of_lp] == [
+        (forward.payment_hash, 1_500_000)
+    ]
+
+    # Another engine pass neither forwards again nor pays the LP again.
+    await factory.run_engine()
+    assert lnaddress_host.callbacks("alice") == [1_500_000]
+    assert await factory.balance(elsewhere.wallet) == 1_500
+    assert await factory.balance(lp.wallet) == 0
+    assert len(await crud.list_settlement_legs(settlement.id)) == 2
+
+
+async def test_commission_to_a_lightning_address_is_paid_through_it(
+    factory, super_user, lnaddress_host
+):
+    from satmachineadmin import crud
+
+    await factory.platform(super_user, "0", None)
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    partner = await factory.user()
+    own = await factory.wallet(operator, "own")
+    address = lnaddress_host.register("partner", partner.wallet.id)
+    rules = await factory.splits(
+        operator,
+        [
+            {"target": address, "percent": "40", "label": "partner"},
+            {"target": own.id, "percent": "60"},
+        ],
+        machine["id"],
+    )
+    assert [leg["target_kind"] for leg in rules["legs"]] == ["lnaddress", "wallet"]
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="100.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 500)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+
+    settlement = await crud.get_settlement(settlement.id)
+    assert settlement.status == "processed", settlement.error
+    legs = {leg.label: leg for leg in await crud.list_settlement_legs(settlement.id)}
+    assert (legs["partner"].destination_kind, legs["partner"].destination) == (
+        "lnaddress",
+        address,
+    )
+    assert (legs["partner"].status, legs["partner"].amount_sats) == ("completed", 200)
+    assert lnaddress_host.callbacks("partner") == [200_000]
+    assert await factory.balance(partner.wallet) == 200
+    assert await factory.balance(own) == 300
+    assert await factory.balance(lp.wallet) == 1_500
