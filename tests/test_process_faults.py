@@ -265,7 +265,7 @@ class Api:
                 return found
 
 
-def seed(api: Api) -> dict:
+def seed(api: Api, lps: int = LPS) -> dict:
     data = api.call(
         "PUT",
         "/api/v1/auth/first_install",
@@ -350,7 +350,7 @@ def seed(api: Api) -> dict:
         return {"wallet": wallet, "client": client["id"]}
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        lps = list(pool.map(add_lp, range(LPS)))
+        enrolled = list(pool.map(add_lp, range(lps)))
     return {
         "machine": machine,
         "machine_wallet": machine_wallet,
@@ -358,7 +358,7 @@ def seed(api: Api) -> dict:
         "commission": commission,
         "partner": partner,
         "customer": customer,
-        "lps": lps,
+        "lps": enrolled,
     }
 
 
@@ -666,10 +666,10 @@ def test_two_servers_on_one_postgresql_pay_each_leg_once():
     apis = [Api(server) for server in servers]
     try:
         servers[0].start()
-        world = seed(apis[0])
+        world = seed(apis[0], lps=12)
         servers[1].start()
         moments = []
-        for round_no in range(4):
+        for round_no in range(3):
             # The ATM pays through both servers at the same moment: each lands the
             # settlement its own listener saw and wakes its own engine, and each
             # engine's pass finds the other's settlements due as well.
@@ -698,7 +698,7 @@ def test_two_servers_on_one_postgresql_pay_each_leg_once():
             if (p.get("extra") or {}).get("source") == "bitspire"
             and p["status"] == "success"
         }
-        assert len(atm) == 4 * 2 * 3, len(atm)
+        assert len(atm) == 3 * 2 * 3, len(atm)
         settlements = wait_until_processed(apis[1], world, len(atm))
         figures = verify(apis[1], world, atm, settlements)
         # Both processes really paid legs (each LNbits logs the internal payments it
