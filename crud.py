@@ -875,15 +875,25 @@ async def insert_plan(tx: Tx, legs: Sequence[Leg]) -> None:
         insert_query("satmachineadmin.legs", legs[0]),
         [model_to_dict(leg) for leg in legs],
     )
-    totals = [
-        _totals(
-            leg.client_id,
-            reserved=_reserves(leg, leg.status),
-            sats=_received(leg, leg.status),
-        )
-        for leg in legs
-        if leg.client_id and (_reserves(leg, leg.status) or _received(leg, leg.status))
-    ]
+    await _move_client_totals(tx, legs, None)
+
+
+async def _move_client_totals(
+    tx: Tx, legs: Sequence[Leg], from_status: Optional[str], to_status: str = ""
+) -> None:
+    """Each leg's LP totals, moved from what `from_status` counted (None: a new leg,
+    nothing) to what `to_status` counts (empty: the leg's own status), in one
+    batched statement."""
+    totals = []
+    for leg in legs:
+        after = to_status or leg.status
+        reserved = _reserves(leg, after)
+        sats = _received(leg, after)
+        if from_status is not None:
+            reserved -= _reserves(leg, from_status)
+            sats -= _received(leg, from_status)
+        if leg.client_id and (reserved or sats):
+            totals.append(_totals(leg.client_id, reserved=reserved, sats=sats))
     if totals:
         await tx.execute_many(_ADD_CLIENT_TOTALS, totals)
 
@@ -921,21 +931,13 @@ async def list_legs_by_status(status: str, limit: int = 500) -> list[Leg]:
     )
 
 
-async def set_leg_payment(
-    leg_id: str, payment_hash: str, bolt11: str, replaces: Optional[str]
-) -> bool:
-    """Store the leg's invoice, only if the row still holds the one this worker saw
-    (`replaces`): of two workers racing on one leg, one invoice wins, and only the
-    winner may pay it."""
-    stored = await set_leg_payments([(leg_id, payment_hash, bolt11, replaces)])
-    return leg_id in stored
-
-
 async def set_leg_payments(
     invoices: Sequence[tuple[str, str, str, Optional[str]]],
 ) -> set[str]:
-    """Store many legs' invoices, each as `set_leg_payment` would, in one transaction
-    (one commit instead of one per leg). Returns the ids of the legs stored."""
+    """Store legs' invoices (leg id, payment hash, bolt11, the hash the worker saw),
+    in one transaction. Each is stored only if the row still holds the hash its
+    worker saw: of two workers racing on one leg, one invoice wins, and only the
+    winner may pay it. Returns the ids of the legs stored."""
     stored: set[str] = set()
     async with transaction() as tx:
         for leg_id, payment_hash, bolt11, replaces in invoices:
@@ -984,18 +986,7 @@ async def complete_paid_legs(legs: Sequence[Leg]) -> set[str]:
             )
             if changed == 1:
                 moved.append(leg)
-        totals = [
-            _totals(
-                leg.client_id,
-                reserved=_reserves(leg, "completed") - _reserves(leg, "pending"),
-                sats=_received(leg, "completed") - _received(leg, "pending"),
-            )
-            for leg in moved
-            if leg.client_id
-        ]
-        totals = [row for row in totals if row["reserved"] or row["sats"]]
-        if totals:
-            await tx.execute_many(_ADD_CLIENT_TOTALS, totals)
+        await _move_client_totals(tx, moved, "pending", "completed")
     return {leg.id for leg in moved}
 
 

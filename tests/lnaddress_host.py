@@ -29,6 +29,16 @@ from urllib.parse import parse_qs, urlparse
 HOST = "pay.satmachine.test"
 
 
+async def invoice_on(wallet_id: str, amount_msat: int, memo: str) -> str:
+    """What an LNURL-pay callback answers: a real invoice on an LNbits wallet."""
+    from lnbits.core.services import create_invoice
+
+    payment = await create_invoice(
+        wallet_id=wallet_id, amount=amount_msat // 1000, memo=memo, internal=True
+    )
+    return payment.bolt11
+
+
 def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     """(CA bundle, server certificate chain, server key) for HOST."""
     from cryptography import x509
@@ -196,15 +206,9 @@ class LightningAddressHost:
         return f"{name}@{HOST}"
 
     async def invoice(self, name: str, amount_msat: int) -> str:
-        from lnbits.core.services import create_invoice
-
-        payment = await create_invoice(
-            wallet_id=self.wallets[name],
-            amount=amount_msat // 1000,
-            memo=f"lightning address {name}",
-            internal=True,
+        return await invoice_on(
+            self.wallets[name], amount_msat, f"lightning address {name}"
         )
-        return payment.bolt11
 
     def callbacks(self, name: str) -> list[int]:
         """The amounts (msat) the host was asked to invoice for `name`."""

@@ -72,15 +72,9 @@ class LnurlPayServer:
         self.thread.start()
 
     async def invoice(self, amount_msat: int) -> str:
-        from lnbits.core.services import create_invoice
+        from lnaddress_host import invoice_on
 
-        payment = await create_invoice(
-            wallet_id=self.wallet_id,
-            amount=amount_msat // 1000,
-            memo="partner",
-            internal=True,
-        )
-        return payment.bolt11
+        return await invoice_on(self.wallet_id, amount_msat, "partner")
 
     @property
     def lnurl(self) -> str:
@@ -93,11 +87,37 @@ class LnurlPayServer:
         self.httpd.server_close()
 
 
+async def _partner_split_cash_out(factory, operator, machine, target, kind):
+    """A 10.00 GTQ cash-out (1,500 sats principal, 500 commission) at a machine whose
+    commission goes 40 % to `target` (saved as `kind`) and 60 % to the operator's
+    own wallet, run through the engine: (settlement, legs by label, own, lp)."""
+    from satmachineadmin import crud
+
+    own = await factory.wallet(operator, "own")
+    rules = await factory.splits(
+        operator,
+        [
+            {"target": target, "percent": "40", "label": "partner"},
+            {"target": own.id, "percent": "60"},
+        ],
+        machine["id"],
+    )
+    assert [leg["target_kind"] for leg in rules["legs"]] == [kind, "wallet"]
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="100.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 500)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+    settlement = await crud.get_settlement(settlement.id)
+    legs = {leg.label: leg for leg in await crud.list_settlement_legs(settlement.id)}
+    return settlement, legs, own, lp
+
+
 async def test_commission_to_an_lnurl_target_is_paid_through_lnurl_pay(
     factory, super_user
 ):
-    from satmachineadmin import crud
-
     await factory.platform(super_user, "0", None)
     operator = await factory.operator()
     machine = await factory.machine(operator)
@@ -106,29 +126,13 @@ async def test_commission_to_an_lnurl_target_is_paid_through_lnurl_pay(
     try:
         target = server.lnurl
         assert target.lower().startswith("lnurl1")
-        own = await factory.wallet(operator, "own")
-        rules = await factory.splits(
-            operator,
-            [
-                {"target": target, "percent": "40", "label": "partner"},
-                {"target": own.id, "percent": "60"},
-            ],
-            machine["id"],
+        settlement, legs, own, _ = await _partner_split_cash_out(
+            factory, operator, machine, target, "lnurl"
         )
-        assert [leg["target_kind"] for leg in rules["legs"]] == ["lnurl", "wallet"]
-        lp = await factory.lp()
-        await factory.enrol(operator, machine, lp, deposit="100.00")
-        customer = await factory.user()
-        await factory.fund(customer.wallet, 100_000)
-        played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 500)
-        settlement = await factory.settlement_of(played["payment_hash"])
-        await factory.run_engine()
     finally:
         server.close()
 
-    settlement = await crud.get_settlement(settlement.id)
     assert settlement.status == "processed", settlement.error
-    legs = {leg.label: leg for leg in await crud.list_settlement_legs(settlement.id)}
     assert legs["partner"].destination_kind == "lnurl"
     assert legs["partner"].status == "completed"
     assert legs["partner"].amount_sats == 200
@@ -254,34 +258,16 @@ async def test_autoforward_to_a_lightning_address_lands_there_once(
 async def test_commission_to_a_lightning_address_is_paid_through_it(
     factory, super_user, lnaddress_host
 ):
-    from satmachineadmin import crud
-
     await factory.platform(super_user, "0", None)
     operator = await factory.operator()
     machine = await factory.machine(operator)
     partner = await factory.user()
-    own = await factory.wallet(operator, "own")
     address = lnaddress_host.register("partner", partner.wallet.id)
-    rules = await factory.splits(
-        operator,
-        [
-            {"target": address, "percent": "40", "label": "partner"},
-            {"target": own.id, "percent": "60"},
-        ],
-        machine["id"],
+    settlement, legs, own, lp = await _partner_split_cash_out(
+        factory, operator, machine, address, "lnaddress"
     )
-    assert [leg["target_kind"] for leg in rules["legs"]] == ["lnaddress", "wallet"]
-    lp = await factory.lp()
-    await factory.enrol(operator, machine, lp, deposit="100.00")
-    customer = await factory.user()
-    await factory.fund(customer.wallet, 100_000)
-    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 500)
-    settlement = await factory.settlement_of(played["payment_hash"])
-    await factory.run_engine()
 
-    settlement = await crud.get_settlement(settlement.id)
     assert settlement.status == "processed", settlement.error
-    legs = {leg.label: leg for leg in await crud.list_settlement_legs(settlement.id)}
     assert (legs["partner"].destination_kind, legs["partner"].destination) == (
         "lnaddress",
         address,
