@@ -1,11 +1,18 @@
-import asyncio
+"""What LNbits loads: the database, the router, the static files, start and stop.
+
+Layers, each importing only from those before it (tests/test_layers.py holds the
+house to this): calculations, errors → models, inputs → crud → intake and engine/ →
+distribution → bitspire and lamassu/ (the sources) → services/ → api/ → views_api,
+views → tasks → this file.
+"""
 
 from fastapi import APIRouter
-from lnbits.db import Database
 
-from .routing import ExtensionRoute
-
-db = Database("ext_satmachineadmin")
+from .api.route import ExtensionRoute
+from .crud import db
+from .tasks import start_background_work, stop_background_work
+from .views import satmachineadmin_generic_router
+from .views_api import satmachineadmin_api_router
 
 satmachineadmin_static_files = [
     {"path": "/satmachineadmin/static", "name": "satmachineadmin_static"}
@@ -14,17 +21,8 @@ satmachineadmin_static_files = [
 satmachineadmin_ext: APIRouter = APIRouter(
     prefix="/satmachineadmin", tags=["satmachineadmin"], route_class=ExtensionRoute
 )
-
-from .tasks import start_background_work, stop_background_work  # noqa: E402
-from .views import satmachineadmin_generic_router  # noqa: E402
-from .views_api import satmachineadmin_api_router  # noqa: E402
-from .views_api_lamassu import satmachineadmin_lamassu_router  # noqa: E402
-
 satmachineadmin_ext.include_router(satmachineadmin_generic_router)
 satmachineadmin_ext.include_router(satmachineadmin_api_router)
-satmachineadmin_ext.include_router(satmachineadmin_lamassu_router)
-
-scheduled_tasks: list[asyncio.Task] = []
 
 
 def satmachineadmin_start() -> None:

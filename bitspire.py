@@ -1,7 +1,7 @@
-"""bitSpire payments → settlements (spec/sources.md part 1).
+"""bitSpire payments → settlements (docs/sources.md, "bitSpire").
 
 `is_candidate` is the listener's cheap filter (no database). `ingest_payment` checks
-every rule of sources.md; a payload that breaks one becomes a `rejected` settlement
+every rule of docs/sources.md; a payload that breaks one becomes a `rejected` settlement
 keeping the raw payload and the reason. Nothing here raises to its caller: a
 malformed payment must never stall the listener or the sweep.
 """
@@ -14,11 +14,10 @@ from lnbits.core.models import Payment
 from loguru import logger
 
 from . import crud
-from .calculations import FiatError, currency_decimals, parse_fiat
-from .distribution import land_rejected, land_settlement
+from .calculations import MAX_SATS, FiatError, currency_decimals, parse_fiat
+from .intake import land_rejected, land_settlement
 from .models import Machine
 
-MAX_SATS = 2_100_000_000_000_000
 # The sweep re-reads a little before its cursor: payments are stamped before they
 # settle, and the unique keys make reading one twice harmless.
 SWEEP_OVERLAP_SECONDS = 300
@@ -60,7 +59,7 @@ def _decimal_field(extra: dict, name: str) -> Decimal:
 
 
 def validate(machine: Machine, payment: Payment) -> dict[str, Any]:  # noqa: C901
-    # One flat rule after another, as sources.md lists them: splitting it would hide
+    # One flat rule after another, as docs/sources.md lists them: splitting would hide
     # the order in which a payload is judged.
     """The settlement fields of a bitSpire payment, or a Rejection naming the rule."""
     extra = payment.extra or {}

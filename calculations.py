@@ -1,7 +1,7 @@
 """Money arithmetic for satmachineadmin: numbers in, numbers out.
 
-This module is the executable form of spec/money.md and of the "Principal of a
-Lamassu cash-out" rules of spec/sources.md. It does no I/O and imports nothing from
+This module is the executable form of docs/money.md and of the "Principal of a
+Lamassu cash-out" rules of docs/sources.md. It does no I/O and imports nothing from
 LNbits so that it can be tested (and reasoned about) in isolation.
 
 Conventions:
@@ -23,9 +23,21 @@ from typing import Final
 
 SATS_PER_BTC: Final = 100_000_000
 
-# A bound far beyond any real ATM amount; it exists so that a typo or a hostile request
-# cannot push absurd numbers through the payout engine.
+# Every bitcoin there will ever be: no amount of sats anywhere may exceed it.
+MAX_SATS: Final = 21_000_000 * SATS_PER_BTC
+
+# The parser's bound, far beyond any real ATM amount; it exists so that a typo or a
+# hostile request cannot push absurd numbers through the payout engine.
 MAX_FIAT_MINOR: Final = 10**15
+
+# The most cash one deposit or one ATM transaction may carry (10^11 major units):
+# stricter than the parser, so that totals of many of them stay far inside it.
+MAX_CASH_MINOR: Final = 10**13
+
+# Retries (failed legs, errored settlements, an unreachable Lamassu server) wait
+# base * 2^(attempts - 1), capped.
+RETRY_BASE_SECONDS: Final = 30
+RETRY_MAX_SECONDS: Final = 3600
 
 # Longer strings are refused before parsing: no legitimate amount needs them, and
 # converting huge digit strings costs time an attacker could exploit.
@@ -120,6 +132,18 @@ CURRENCY_DECIMALS: dict[str, int] = {
 }
 
 _DEFAULT_DECIMALS: Final = 2
+
+
+def retry_delay(
+    attempts: int, base: int = RETRY_BASE_SECONDS, cap: int = RETRY_MAX_SECONDS
+) -> int:
+    """Seconds to wait before attempt `attempts + 1`: base * 2^(attempts - 1), at most
+    `cap` (never less than `base`). The exponent is bounded so that a counter that ran
+    for years still costs nothing to compute."""
+    exponent = min(max(0, attempts - 1), 30)
+    return min(base * 2**exponent, max(cap, base))
+
+
 _CURRENCY_CODE = re.compile(r"[A-Za-z]{3}")
 # Only ASCII digits: Decimal() would also accept other scripts' digits and underscores,
 # which an operator would never mean to send as an amount.
@@ -324,7 +348,8 @@ def _integer_weights(weights: Sequence[int | Decimal | Fraction]) -> list[int]:
 def largest_remainder(
     total: int, weights: Sequence[int | Decimal | Fraction]
 ) -> list[int]:
-    """Split ``total`` into integers proportional to ``weights`` (money.md "LR").
+    """Split ``total`` into integers proportional to ``weights``
+    (docs/money.md, "Largest-remainder allocation").
 
     Each part is floor(total * w / Σw); what is left goes one each to the parts with the
     largest fractional remainder, ties to the earlier index (callers order parts by
@@ -358,7 +383,7 @@ def largest_remainder(
 
 
 def platform_fee_sats(fee_sats: int, super_fee_fraction: Decimal) -> int:
-    """Stage 1 of money.md: the super user's share of the commission, half to even."""
+    """Stage 1 of docs/money.md, "Commission": the platform's share, half to even."""
     _require_int(fee_sats, "fee_sats")
     fraction = _exact(super_fee_fraction, "super_fee_fraction")
     if not 0 <= fraction <= 1:
@@ -407,9 +432,9 @@ def validate_percents(percents: Sequence[Decimal]) -> None:
 def split_commission(
     fee_sats: int, super_fee_fraction: Decimal, percents: Sequence[Decimal]
 ) -> CommissionSplit:
-    """Both stages of money.md "Commission": platform fee, then the operator's share
-    split by ``percents`` with LR. No percents: ``operator_parts == []`` and the whole
-    operator fee is left to the caller (it stays in the machine wallet)."""
+    """Both stages of docs/money.md, "Commission": platform fee, then the operator's
+    share split by ``percents`` with LR. No percents: ``operator_parts == []``, and
+    the whole operator fee is left to the caller (it stays in the machine wallet)."""
     platform = platform_fee_sats(fee_sats, super_fee_fraction)
     operator = fee_sats - platform
     if not percents:
@@ -439,7 +464,7 @@ class PrincipalAllocation:
 def allocate_principal(
     principal_sats: int, fiat_minor: int, balances_minor: Sequence[int]
 ) -> PrincipalAllocation:
-    """money.md "Principal: flow-mode LPs".
+    """docs/money.md, "Principal to flow-mode LPs".
 
     Covered (B >= F): f = LR(F, b), s = LR(P, f).
     Short (B < F): f = b, S = floor(P * B / F), s = LR(S, b); the rest is orphaned.
@@ -502,6 +527,14 @@ def exchange_rate(
     return _fixed_places(
         Fraction(principal_sats * 10**decimals, fiat_minor), _RATE_PLACES
     )
+
+
+def exchange_rate_text(
+    principal_sats: int, fiat_minor: int, currency: str
+) -> str | None:
+    """`exchange_rate` as stored and shown: a plain decimal string, or None."""
+    rate = exchange_rate(principal_sats, fiat_minor, currency)
+    return None if rate is None else format(rate, "f")
 
 
 def cost_basis_fiat_per_btc(
@@ -642,27 +675,19 @@ def lamassu_cash_out_amounts(
     commission_percentage: Decimal | None,
     discount: int | None,
 ) -> LamassuAmounts:
-    """sources.md "Principal of a Lamassu cash-out": the customer sent
+    """docs/sources.md, "Lamassu": the customer sent
     ``crypto_atoms`` (commission included) and received ``fiat`` in cash.
 
+    With a ticker: principal = fiat * 1e8 / ticker (half to even), fee = crypto_atoms -
+    principal (commission plus any fixed fee). Without: principal = crypto_atoms *
+    (1 - c_eff) half to even, estimated (Lamassu's fixed_fee is not in the estimate:
+    without a ticker there is no rate to convert it with).
     Raises ValueError when the computed fee is negative (the ticker moved against the
     machine, or the row is inconsistent): such a row must be rejected, not paid.
     """
-    _require_int(crypto_atoms, "crypto_atoms")
-    principal = _market_sats(fiat, raw_ticker_price)
-    estimated = principal is None
-    if principal is None:
-        # Lamassu's fixed_fee is not in this estimate; without a ticker there is no
-        # rate to convert it with.
-        kept = 1 - _effective_commission(commission_percentage, discount)
-        principal = _round_half_even(crypto_atoms * kept)
-    fee = crypto_atoms - principal
-    if fee < 0:
-        raise ValueError(
-            f"cash-out fee would be negative: crypto_atoms {crypto_atoms} < "
-            f"principal {principal} sats (fiat {fiat} at ticker {raw_ticker_price})"
-        )
-    return LamassuAmounts(principal, fee, estimated)
+    return _lamassu_amounts(
+        True, crypto_atoms, fiat, raw_ticker_price, commission_percentage, discount
+    )
 
 
 def lamassu_cash_in_amounts(
@@ -679,16 +704,33 @@ def lamassu_cash_in_amounts(
     Without: principal = crypto_atoms / (1 - c_eff) half to even, fee = principal -
     crypto_atoms, estimated. Raises ValueError if the fee would be negative.
     """
+    return _lamassu_amounts(
+        False, crypto_atoms, fiat, raw_ticker_price, commission_percentage, discount
+    )
+
+
+def _lamassu_amounts(
+    cash_out: bool,
+    crypto_atoms: int,
+    fiat: Decimal,
+    raw_ticker_price: Decimal | None,
+    commission_percentage: Decimal | None,
+    discount: int | None,
+) -> LamassuAmounts:
     _require_int(crypto_atoms, "crypto_atoms")
     principal = _market_sats(fiat, raw_ticker_price)
     estimated = principal is None
     if principal is None:
         kept = 1 - _effective_commission(commission_percentage, discount)
-        principal = _round_half_even(crypto_atoms / kept)
-    fee = principal - crypto_atoms
+        # A cash-out's sats include the commission; a cash-in's have it taken off.
+        principal = _round_half_even(
+            crypto_atoms * kept if cash_out else crypto_atoms / kept
+        )
+    fee = crypto_atoms - principal if cash_out else principal - crypto_atoms
     if fee < 0:
+        kind, relation = ("cash-out", "<") if cash_out else ("cash-in", ">")
         raise ValueError(
-            f"cash-in fee would be negative: crypto_atoms {crypto_atoms} > "
+            f"{kind} fee would be negative: crypto_atoms {crypto_atoms} {relation} "
             f"principal {principal} sats (fiat {fiat} at ticker {raw_ticker_price})"
         )
     return LamassuAmounts(principal, fee, estimated)

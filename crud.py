@@ -4,7 +4,8 @@ Every write that must be atomic with another (a leg and the running totals it mo
 deposit confirmation and the LP's balance) goes through `transaction()`: LNbits'
 `Connection.execute` commits after each statement, so multi-statement units use the
 underlying connection and commit once at the end; an exception rolls all of it back.
-All SQL uses named parameters; the only interpolated text is fixed column lists.
+All SQL uses named parameters; the only interpolated text is our own fixed table
+names and column lists.
 """
 
 import json
@@ -12,17 +13,16 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Optional, TypeVar
 
-from lnbits.db import Connection, insert_query, model_to_dict
+from lnbits.db import Connection, Database, insert_query, model_to_dict
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from . import db
 from .models import (
     AuditEntry,
     Client,
+    ClientWithPrefs,
     CommissionRule,
     Deposit,
     Leg,
@@ -32,6 +32,9 @@ from .models import (
     Settlement,
     SettlementNote,
 )
+
+# The extension's database; __init__.py re-exports it for LNbits.
+db = Database("ext_satmachineadmin")
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -94,6 +97,32 @@ class Tx:
         return await self.conn.fetchall(sql, values or {}, model)
 
 
+def _reader(tx: Optional["Tx"]) -> Any:
+    """The transaction when there is one, else the database (autocommit reads)."""
+    return tx if tx is not None else db
+
+
+async def _by_id(
+    table: str, model: type[T], row_id: str, tx: Optional["Tx"] = None
+) -> Optional[T]:
+    # `table` is always one of our own fixed table names, never a value.
+    return await _reader(tx).fetchone(
+        f"SELECT * FROM satmachineadmin.{table} WHERE id = :id", {"id": row_id}, model
+    )
+
+
+async def _owned_by(
+    table: str, model: type[T], operator_user_id: str, row_id: str
+) -> Optional[T]:
+    """The row, if the operator owns it: another operator's id reads as missing."""
+    return await db.fetchone(
+        f"SELECT * FROM satmachineadmin.{table} "
+        "WHERE id = :id AND operator_user_id = :op",
+        {"id": row_id, "op": operator_user_id},
+        model,
+    )
+
+
 @asynccontextmanager
 async def transaction() -> AsyncIterator[Tx]:
     async with db.connect() as conn:
@@ -124,6 +153,39 @@ async def add_audit(
             created_at=now(),
         ),
     )
+
+
+async def audit(
+    actor_user_id: str,
+    operator_user_id: Optional[str],
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    detail: Optional[dict] = None,
+) -> None:
+    """An audit row on its own, for a change already committed."""
+    async with transaction() as tx:
+        await add_audit(
+            tx, actor_user_id, operator_user_id, action, entity_type, entity_id, detail
+        )
+
+
+@asynccontextmanager
+async def audited(
+    actor_user_id: str,
+    operator_user_id: Optional[str],
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    detail: Optional[dict] = None,
+) -> AsyncIterator[Tx]:
+    """A transaction whose changes commit together with their audit row, or not at
+    all: a refusal raised inside the block leaves neither."""
+    async with transaction() as tx:
+        yield tx
+        await add_audit(
+            tx, actor_user_id, operator_user_id, action, entity_type, entity_id, detail
+        )
 
 
 async def get_audit_log(
@@ -159,22 +221,13 @@ async def save_machine(tx: Tx, machine: Machine) -> None:
 
 
 async def get_machine(machine_id: str) -> Optional[Machine]:
-    return await db.fetchone(
-        "SELECT * FROM satmachineadmin.machines WHERE id = :id",
-        {"id": machine_id},
-        Machine,
-    )
+    return await _by_id("machines", Machine, machine_id)
 
 
 async def get_operator_machine(
     operator_user_id: str, machine_id: str
 ) -> Optional[Machine]:
-    return await db.fetchone(
-        "SELECT * FROM satmachineadmin.machines "
-        "WHERE id = :id AND operator_user_id = :op",
-        {"id": machine_id, "op": operator_user_id},
-        Machine,
-    )
+    return await _owned_by("machines", Machine, operator_user_id, machine_id)
 
 
 async def get_machine_by_wallet(wallet_id: str) -> Optional[Machine]:
@@ -264,21 +317,13 @@ async def insert_client(tx: Tx, client: Client) -> None:
 
 
 async def get_client(client_id: str, tx: Optional[Tx] = None) -> Optional[Client]:
-    sql = "SELECT * FROM satmachineadmin.clients WHERE id = :id"
-    if tx:
-        return await tx.fetchone(sql, {"id": client_id}, Client)
-    return await db.fetchone(sql, {"id": client_id}, Client)
+    return await _by_id("clients", Client, client_id, tx)
 
 
 async def get_operator_client(
     operator_user_id: str, client_id: str
 ) -> Optional[Client]:
-    return await db.fetchone(
-        "SELECT * FROM satmachineadmin.clients "
-        "WHERE id = :id AND operator_user_id = :op",
-        {"id": client_id, "op": operator_user_id},
-        Client,
-    )
+    return await _owned_by("clients", Client, operator_user_id, client_id)
 
 
 async def get_client_by_machine_user(machine_id: str, user_id: str) -> Optional[Client]:
@@ -322,40 +367,6 @@ async def update_client_fields(
         "updated_at = :now WHERE id = :id",
         {"id": client_id, "username": username, "status": status, "now": now()},
     )
-
-
-@dataclass(frozen=True)
-class ClientWithPrefs:
-    """An enrolment joined with the LP's preferences: what the engine plans with.
-
-    A plain dataclass, not a pydantic model: planning reads every LP of a machine
-    per settlement, and validating rows we wrote ourselves would dominate its cost.
-    """
-
-    id: str
-    machine_id: str
-    user_id: str
-    username: Optional[str]
-    status: str
-    deposits_minor: int
-    reserved_minor: int
-    sats_received: int
-    created_at: int
-    wallet_id: Optional[str]
-    dca_mode: Optional[str]
-    fixed_mode_daily_limit: Optional[str]
-    autoforward_enabled: bool
-    autoforward_ln_address: Optional[str]
-
-    @property
-    def remaining_minor(self) -> int:
-        return max(0, self.deposits_minor - self.reserved_minor)
-
-    @classmethod
-    def from_row(cls, row: Any) -> "ClientWithPrefs":
-        values = dict(row)
-        values["autoforward_enabled"] = bool(values.get("autoforward_enabled"))
-        return cls(**values)
 
 
 _CLIENT_WITH_PREFS = """
@@ -472,12 +483,7 @@ async def insert_deposit(tx: Tx, deposit: Deposit) -> None:
 async def get_operator_deposit(
     operator_user_id: str, deposit_id: str
 ) -> Optional[Deposit]:
-    return await db.fetchone(
-        "SELECT * FROM satmachineadmin.deposits "
-        "WHERE id = :id AND operator_user_id = :op",
-        {"id": deposit_id, "op": operator_user_id},
-        Deposit,
-    )
+    return await _owned_by("deposits", Deposit, operator_user_id, deposit_id)
 
 
 async def list_deposits(
@@ -622,21 +628,13 @@ async def _settlement_known(tx: Tx, settlement: Settlement) -> bool:
 async def get_settlement(
     settlement_id: str, tx: Optional[Tx] = None
 ) -> Optional[Settlement]:
-    sql = "SELECT * FROM satmachineadmin.settlements WHERE id = :id"
-    if tx:
-        return await tx.fetchone(sql, {"id": settlement_id}, Settlement)
-    return await db.fetchone(sql, {"id": settlement_id}, Settlement)
+    return await _by_id("settlements", Settlement, settlement_id, tx)
 
 
 async def get_operator_settlement(
     operator_user_id: str, settlement_id: str
 ) -> Optional[Settlement]:
-    return await db.fetchone(
-        "SELECT * FROM satmachineadmin.settlements "
-        "WHERE id = :id AND operator_user_id = :op",
-        {"id": settlement_id, "op": operator_user_id},
-        Settlement,
-    )
+    return await _owned_by("settlements", Settlement, operator_user_id, settlement_id)
 
 
 async def find_settlement(
@@ -899,10 +897,7 @@ async def _move_client_totals(
 
 
 async def get_leg(leg_id: str, tx: Optional[Tx] = None) -> Optional[Leg]:
-    sql = "SELECT * FROM satmachineadmin.legs WHERE id = :id"
-    if tx:
-        return await tx.fetchone(sql, {"id": leg_id}, Leg)
-    return await db.fetchone(sql, {"id": leg_id}, Leg)
+    return await _by_id("legs", Leg, leg_id, tx)
 
 
 async def get_leg_by_key(key: str) -> Optional[Leg]:

@@ -1,182 +1,32 @@
-"""The distribution engine: settlements in, legs out, each leg paid exactly once.
+"""The distribution engine: pending settlements in, legs out, each paid exactly once.
 
-Life of a settlement
-1. `land_settlement` (called by every source: bitspire.py, lamassu.py, manual entry)
-   inserts it `pending`, unique on (machine, source, external_id), with the platform
-   fraction in force at that moment, and wakes the engine.
-2. The engine claims it (`crud.claim_settlement`: one conditional UPDATE, so two
+Life of a settlement (how it lands is intake.py's job):
+1. The engine claims it (`crud.claim_settlement`: one conditional UPDATE, so two
    workers or two LNbits processes never both take it; a dead worker's lease expires).
-3. The first claim plans every leg (calculations.py) and writes all of them in one
-   transaction, each with a deterministic idempotency key, *before* any is paid.
-4. Each payable leg gets an invoice on its destination (stored on the row), then is
-   paid from the source wallet, then its outcome is recorded.
-5. A crash anywhere leaves rows that say what to do next: `reconcile_leg` asks LNbits
+2. The first claim plans every leg (engine/planning.py, with the arithmetic of
+   calculations.py) and writes all of them in one transaction, each with a
+   deterministic idempotency key, *before* any is paid.
+3. Each payable leg gets an invoice on its destination (stored on the row), then is
+   paid from the source wallet, then its outcome is recorded (engine/payouts.py).
+4. A crash anywhere leaves rows that say what to do next: `reconcile_leg` asks LNbits
    whether the leg's invoice was paid before paying anything again.
 """
 
-import asyncio
-import json
 import os
 import time
-from decimal import Decimal
-from typing import Any, Optional
+from typing import Optional
 
 from loguru import logger
 
-from . import crud, payouts
-from .calculations import exchange_rate, split_commission
-from .faults import EngineCrash, checkpoint
+from . import crud
+from .calculations import retry_delay
+from .engine import payouts
+from .engine.faults import EngineCrash, checkpoint
+from .engine.payouts import forward_landed_legs, pay_legs, reconcile_leg
+from .engine.planning import ensure_plan
+from .engine.small_balances import auto_settle_after
+from .intake import wake_engine
 from .models import Leg, Machine, Settlement
-from .payouts import (
-    RETRY_BASE_SECONDS,
-    RETRY_MAX_SECONDS,
-    forward_landed_legs,
-    pay_legs,
-    reconcile_leg,
-)
-from .planning import ensure_plan
-from .small_balances import auto_settle_after
-
-_wake = asyncio.Event()
-
-
-def wake_engine() -> None:
-    """Tell the engine loop there is work, without waiting for its next tick."""
-    _wake.set()
-
-
-def settlement_draft(
-    *,
-    machine: Machine,
-    super_fee_fraction: Decimal,
-    source: str,
-    external_id: str,
-    tx_type: str,
-    fiat_amount_minor: int,
-    principal_sats: int,
-    fee_sats: int,
-    wire_sats: int,
-    fee_fraction: Optional[str] = None,
-    estimated: bool = False,
-    raw_payload: Optional[dict] = None,
-    payment_hash: Optional[str] = None,
-    external_created_at: Optional[int] = None,
-) -> Settlement:
-    """A pending settlement with the platform fraction in force now locked on it."""
-    commission = split_commission(fee_sats, super_fee_fraction, [])
-    moment = crud.now()
-    return Settlement(
-        id=crud.new_id(),
-        machine_id=machine.id,
-        operator_user_id=machine.operator_user_id,
-        source=source,
-        external_id=external_id,
-        payment_hash=payment_hash,
-        tx_type=tx_type,
-        status="pending",
-        fiat_amount_minor=fiat_amount_minor,
-        currency=machine.fiat_currency,
-        wire_sats=wire_sats,
-        principal_sats=principal_sats,
-        fee_sats=fee_sats,
-        fee_fraction=fee_fraction,
-        super_fee_fraction=str(super_fee_fraction),
-        platform_fee_sats=commission.platform_fee_sats,
-        operator_fee_sats=commission.operator_fee_sats,
-        exchange_rate=rate_text(
-            principal_sats, fiat_amount_minor, machine.fiat_currency
-        ),
-        estimated=estimated,
-        raw_payload=json.dumps(raw_payload, default=str) if raw_payload else None,
-        external_created_at=external_created_at,
-        created_at=moment,
-        updated_at=moment,
-    )
-
-
-def rejected_draft(
-    *,
-    machine: Machine,
-    source: str,
-    external_id: str,
-    reason: str,
-    raw_payload: Any,
-    payment_hash: Optional[str] = None,
-    tx_type: str = "cash_out",
-) -> Settlement:
-    """A malformed transaction kept as a `rejected` settlement: visible, never paid."""
-    moment = crud.now()
-    return Settlement(
-        id=crud.new_id(),
-        machine_id=machine.id,
-        operator_user_id=machine.operator_user_id,
-        source=source,
-        external_id=external_id,
-        payment_hash=payment_hash,
-        tx_type=tx_type if tx_type in ("cash_out", "cash_in") else "cash_out",
-        status="rejected",
-        currency=machine.fiat_currency,
-        raw_payload=json.dumps(raw_payload, default=str)[:20000],
-        error=reason[:1000],
-        created_at=moment,
-        updated_at=moment,
-    )
-
-
-async def current_super_fee_fraction() -> Decimal:
-    return Decimal((await crud.get_platform_config()).super_fee_fraction)
-
-
-async def land_batch(drafts: list[Settlement]) -> list[Settlement]:
-    """Record many transactions in one transaction (a catch-up): the new ones only."""
-    landed = await crud.insert_settlements_if_new(drafts)
-    for settlement in landed:
-        _log_landed(settlement)
-    if any(s.status == "pending" for s in landed):
-        wake_engine()
-    return landed
-
-
-async def land_settlement(*, machine: Machine, **fields: Any) -> Optional[Settlement]:
-    """Record one successful ATM transaction as a pending settlement, exactly once.
-
-    Returns the new settlement, or None when (machine, source, external_id) or the
-    payment was already known: seeing a transaction again is harmless.
-    """
-    draft = settlement_draft(
-        machine=machine, super_fee_fraction=await current_super_fee_fraction(), **fields
-    )
-    landed = await land_batch([draft])
-    return landed[0] if landed else None
-
-
-async def land_rejected(*, machine: Machine, **fields: Any) -> Optional[Settlement]:
-    """Keep a malformed transaction as a `rejected` settlement: visible, never paid."""
-    landed = await land_batch([rejected_draft(machine=machine, **fields)])
-    return landed[0] if landed else None
-
-
-def _log_landed(settlement: Settlement) -> None:
-    if settlement.status == "rejected":
-        logger.warning(
-            f"satmachineadmin: rejected {settlement.source} transaction "
-            f"{settlement.external_id} at machine {settlement.machine_id}: "
-            f"{settlement.error}"
-        )
-        return
-    logger.info(
-        f"satmachineadmin: settlement {settlement.id} landed from {settlement.source} "
-        f"({settlement.tx_type}, {settlement.principal_sats}+{settlement.fee_sats} "
-        f"sats) at machine {settlement.machine_id}"
-    )
-
-
-def rate_text(principal_sats: int, fiat_minor: int, currency: str) -> Optional[str]:
-    rate = exchange_rate(principal_sats, fiat_minor, currency)
-    return None if rate is None else format(rate, "f")
-
-
-# ---------------------------------------------------------------- engine
 
 # How long a claim on a settlement lasts before another worker may take it over (a
 # worker that died mid-distribution). SATMACHINE_LEASE_SECONDS shortens it for tests
@@ -252,7 +102,7 @@ async def _finish(
 async def _finish_errored(settlement: Settlement, token: str, reason: str) -> None:
     current = await crud.get_settlement(settlement.id)
     attempts = current.attempts if current else 1
-    delay = min(RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), RETRY_MAX_SECONDS)
+    delay = retry_delay(attempts)
     await crud.finish_settlement(
         settlement.id, token, "errored", reason[:1000], crud.now() + delay
     )
@@ -279,14 +129,6 @@ async def after_processed(settlement: Settlement, machine: Machine) -> None:
         logger.exception(
             f"satmachineadmin: auto-settlement after {settlement.id} failed"
         )
-
-
-async def wait_for_work(timeout: float) -> None:
-    try:
-        await asyncio.wait_for(_wake.wait(), timeout)
-    except asyncio.TimeoutError:
-        pass
-    _wake.clear()
 
 
 async def reconcile_open_legs() -> int:

@@ -1,4 +1,4 @@
-"""Domain refusals, each with the HTTP status api.md gives it.
+"""Domain refusals, each with the HTTP status docs/api.md gives it.
 
 Services raise these with a reason a person can act on; the extension's route class
 turns them into `{"detail": reason}` with the status below.

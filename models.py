@@ -3,16 +3,18 @@
 Row models mirror the tables one to one (timestamps as epoch seconds, fiat in minor
 units). Request models validate shape only: anything that needs the database or the
 currency (ownership, decimals of a fiat amount) is checked by the API layer.
-Response models are what api.md promises: fiat as decimal strings, times as ISO-8601.
+Response models are what docs/api.md promises: fiat as decimal strings, times as
+ISO-8601.
 """
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, Field, validator
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, validator
 from pydantic.errors import DictError
 
 from .calculations import format_fiat
@@ -236,6 +238,40 @@ class AuditEntry(BaseModel):
     created_at: int
 
 
+@dataclass(frozen=True)
+class ClientWithPrefs:
+    """An enrolment joined with the LP's preferences: what the engine plans with.
+
+    A plain dataclass, not a pydantic model: planning reads every LP of a machine
+    per settlement, and validating rows we wrote ourselves would dominate its cost.
+    """
+
+    id: str
+    machine_id: str
+    user_id: str
+    username: Optional[str]
+    status: str
+    deposits_minor: int
+    reserved_minor: int
+    sats_received: int
+    created_at: int
+    wallet_id: Optional[str]
+    dca_mode: Optional[str]
+    fixed_mode_daily_limit: Optional[str]
+    autoforward_enabled: bool
+    autoforward_ln_address: Optional[str]
+
+    @property
+    def remaining_minor(self) -> int:
+        return max(0, self.deposits_minor - self.reserved_minor)
+
+    @classmethod
+    def from_row(cls, row: Any) -> "ClientWithPrefs":
+        values = dict(row)
+        values["autoforward_enabled"] = bool(values.get("autoforward_enabled"))
+        return cls(**values)
+
+
 # ---------------------------------------------------------------- requests
 
 
@@ -410,6 +446,19 @@ class ClientOut(BaseModel):
     dca_mode: Optional[str]
     onboarded: bool
     created_at: Optional[str]
+
+
+def client_out(row: ClientWithPrefs) -> ClientOut:
+    return ClientOut(
+        id=row.id,
+        machine_id=row.machine_id,
+        user_id=row.user_id,
+        username=row.username,
+        status=row.status,
+        dca_mode=row.dca_mode,
+        onboarded=row.wallet_id is not None,
+        created_at=iso(row.created_at),
+    )
 
 
 class DepositOut(BaseModel):
@@ -641,4 +690,190 @@ def settlement_out(
         created_at=iso(settlement.created_at),
         processed_at=iso(settlement.processed_at),
         legs=[leg_out(leg) for leg in legs] if legs is not None else None,
+    )
+
+
+# ================================================================ the API's other
+# requests and responses: platform, commission, settlements, legs, settings, audit
+
+
+def epoch(value: Optional[datetime]) -> Optional[int]:
+    return None if value is None else int(value.timestamp())
+
+
+# ---------------------------------------------------------------- platform
+
+
+class SuperConfigIn(_Request):
+    super_fee_fraction: str
+    fee_wallet_id: Optional[str] = Field(None, max_length=64)
+
+    @validator("super_fee_fraction", pre=True)
+    def _fraction_text(cls, value: object) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError("must be a decimal between 0 and 1")
+        return str(value)
+
+
+class SuperConfigOut(BaseModel):
+    super_fee_fraction: str
+    fee_wallet_id: Optional[str]
+    updated_at: Optional[str]
+
+
+# ---------------------------------------------------------------- commission
+
+
+class SplitLegIn(_Request):
+    target: str = Field(..., min_length=1, max_length=2000)
+    percent: str
+    label: Optional[str] = Field(None, max_length=100)
+
+    @validator("percent", pre=True)
+    def _percent_text(cls, value: object) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError('must be a decimal percent such as "50"')
+        return str(value)
+
+
+class SplitsIn(_Request):
+    machine_id: Optional[str] = Field(None, max_length=64)
+    legs: list[SplitLegIn] = Field(..., max_items=20)
+
+
+class SplitLegOut(BaseModel):
+    target: str
+    target_kind: str
+    percent: str
+    label: Optional[str]
+
+
+class SplitsOut(BaseModel):
+    machine_id: Optional[str]
+    inherited: bool
+    legs: list[SplitLegOut]
+
+
+def splits_out(
+    machine_id: Optional[str], inherited: bool, rules: list[CommissionRule]
+) -> SplitsOut:
+    return SplitsOut(
+        machine_id=machine_id,
+        inherited=inherited,
+        legs=[
+            SplitLegOut(
+                target=r.target,
+                target_kind=r.target_kind,
+                percent=r.percent,
+                label=r.label,
+            )
+            for r in rules
+        ],
+    )
+
+
+# ---------------------------------------------------------------- settlements
+
+
+class ManualSettlementIn(_Request):
+    machine_id: str = Field(..., min_length=1, max_length=64)
+    tx_type: TxType
+    external_id: str = Field(..., min_length=1, max_length=200)
+    fiat_amount: str
+    principal_sats: Optional[StrictInt] = None
+    fee_sats: StrictInt = 0
+    exchange_rate: Optional[str] = None
+    notes: Optional[str] = Field(None, max_length=2000)
+
+    _fiat = validator("fiat_amount", pre=True, allow_reuse=True)(fiat_text)
+    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+
+
+class PartialDispenseIn(_Request):
+    dispensed_fraction: Optional[str] = None
+    dispensed_fiat: Optional[str] = None
+
+    _fraction = validator("dispensed_fraction", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+    _fiat = validator("dispensed_fiat", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+
+
+class NoteIn(_Request):
+    note: str = Field(..., min_length=1, max_length=2000)
+
+
+# ---------------------------------------------------------------- legs
+
+
+class LegFilters(BaseModel):
+    machine_id: Optional[str] = None
+    client_id: Optional[str] = None
+    leg_type: Optional[str] = None
+    status: Optional[str] = None
+    settlement_id: Optional[str] = None
+    since: Optional[int] = None
+    until: Optional[int] = None
+    limit: int = 500
+    offset: int = 0
+
+
+# ---------------------------------------------------------------- balances, fixed mode
+
+
+class SettleIn(_Request):
+    funding_wallet_id: str = Field(..., min_length=1, max_length=64)
+    exchange_rate: Optional[str] = None
+    amount_fiat: Optional[str] = None
+
+    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+    _fiat = validator("amount_fiat", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+
+
+class AutoSettlementIn(_Request):
+    enabled: StrictBool
+    threshold_type: Optional[Literal["absolute", "percent"]] = None
+    threshold_value: Optional[str] = None
+    funding_wallet_id: Optional[str] = Field(None, max_length=64)
+
+    _value = validator("threshold_value", pre=True, allow_reuse=True)(
+        lambda value: None if value is None else fiat_text(value)
+    )
+
+
+class FixedScheduleIn(_Request):
+    times: list[StrictStr] = Field(..., max_items=48)
+    timezone: str = Field(..., min_length=1, max_length=64)
+
+
+# ---------------------------------------------------------------- audit trail
+
+
+class AuditOut(BaseModel):
+    id: str
+    actor_user_id: str
+    action: str
+    entity_type: str
+    entity_id: str
+    detail: Optional[dict]
+    created_at: Optional[str]
+
+
+def audit_out(entry: AuditEntry) -> AuditOut:
+    return AuditOut(
+        id=entry.id,
+        actor_user_id=entry.actor_user_id,
+        action=entry.action,
+        entity_type=entry.entity_type,
+        entity_id=entry.entity_id,
+        detail=json.loads(entry.detail) if entry.detail else None,
+        created_at=iso(entry.created_at),
     )

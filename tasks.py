@@ -13,7 +13,10 @@ from lnbits.core.models import Payment
 from lnbits.settings import settings
 from loguru import logger
 
-from . import bitspire, distribution, fixed_mode, lamassu, payouts
+from . import bitspire, distribution, intake
+from .engine import fixed_mode, payouts
+from .lamassu import connection as lamassu_connection
+from .lamassu import poller as lamassu_poller
 
 ENGINE_IDLE_SECONDS = 5
 SWEEP_INTERVAL_SECONDS = 30
@@ -46,7 +49,7 @@ async def engine_loop() -> None:
             await distribution.run_due_settlements()
         except Exception:
             logger.exception("satmachineadmin: engine pass failed")
-        await distribution.wait_for_work(ENGINE_IDLE_SECONDS)
+        await intake.wait_for_work(ENGINE_IDLE_SECONDS)
 
 
 async def sweep_once() -> None:
@@ -54,7 +57,7 @@ async def sweep_once() -> None:
 
 
 async def lamassu_once() -> None:
-    await lamassu.poll_all_due()
+    await lamassu_poller.poll_all_due()
 
 
 async def scheduler_once() -> None:
@@ -99,6 +102,6 @@ def stop_background_work() -> None:
         if task:
             task_manager.cancel_task(task)
     try:
-        _hand_off(lamassu.close_connections())
+        _hand_off(lamassu_connection.close_connections())
     except RuntimeError:  # no running loop: nothing is connected either
         pass

@@ -5,7 +5,7 @@ from lnbits.decorators import check_user_exists
 from lnbits.helpers import template_renderer
 from lnbits.settings import settings
 
-from .routing import ExtensionRoute
+from .api.route import ExtensionRoute
 
 satmachineadmin_generic_router = APIRouter(route_class=ExtensionRoute)
 

@@ -97,7 +97,7 @@ async def machine_with_lps(n: int, deposit_minor: int):
 
 
 async def land(machine, principal: int, fiat_minor: int):
-    from satmachineadmin.distribution import land_settlement
+    from satmachineadmin.intake import land_settlement
 
     return await land_settlement(
         machine=machine,
@@ -240,8 +240,9 @@ async def add_history(machine, count: int, start: int) -> None:
 async def time_planning(machine, repeats: int = 15) -> tuple[float, float, float]:
     """Medians in ms: read the balances and allocate (the plan); build its legs; and
     write the whole plan to the database."""
-    from satmachineadmin import crud, planning
+    from satmachineadmin import crud
     from satmachineadmin.calculations import allocate_principal
+    from satmachineadmin.engine import planning
 
     read_allocate, build, with_write = [], [], []
     for _ in range(repeats):

@@ -134,15 +134,17 @@ async def main() -> None:
 
     app = create_app()
     async with app.router.lifespan_context(app):
-        from satmachineadmin import lamassu
+        from satmachineadmin.lamassu import config as lamassu_config
+        from satmachineadmin.lamassu import poller as lamassu_poller
 
         operator_id = await make_operator(devices)
-        await lamassu.save_config(
-            operator_id, lamassu.LamassuConfigIn(**lamassu_db.config(enabled=False))
+        await lamassu_config.save_config(
+            operator_id,
+            lamassu_config.LamassuConfigIn(**lamassu_db.config(enabled=False)),
         )
 
         started = time.perf_counter()
-        first = await lamassu.poll_operator(operator_id)
+        first = await lamassu_poller.poll_operator(operator_id)
         catch_up = time.perf_counter() - started
         assert first.ok, first.error
         landed = await count_settlements(operator_id)
@@ -151,7 +153,7 @@ async def main() -> None:
         steady = []
         for _ in range(5):
             started = time.perf_counter()
-            again = await lamassu.poll_operator(operator_id)
+            again = await lamassu_poller.poll_operator(operator_id)
             steady.append((time.perf_counter() - started) * 1000)
             assert again.ok and again.new == 0 and again.found == ARGS.rows, again
         assert await count_settlements(operator_id) == ARGS.rows
@@ -159,9 +161,9 @@ async def main() -> None:
         # After a restart the process has no memory of what landed: one window query.
         cold = []
         for _ in range(3):
-            lamassu._known_cache.clear()
+            lamassu_poller._known_cache.clear()
             started = time.perf_counter()
-            again = await lamassu.poll_operator(operator_id)
+            again = await lamassu_poller.poll_operator(operator_id)
             cold.append((time.perf_counter() - started) * 1000)
             assert again.ok and again.new == 0, again
 

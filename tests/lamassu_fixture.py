@@ -2,7 +2,7 @@
 
 `LamassuServer` starts its own embedded PostgreSQL (separate from the one LNbits may
 use), requires passwords for every role but the superuser, and builds two template
-databases with the tables the poller reads (columns and types as sources.md lists
+databases with the tables the poller reads (columns and types as docs/sources.md lists
 them, `status` as a real enum):
 
 - `lamassu`        — Lamassu >= 10.2, with `cash_out_txs.fixed_fee`;

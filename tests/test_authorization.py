@@ -1,8 +1,8 @@
-"""Who may read and write what (spec/api.md "Who is calling" and "Errors").
+"""Who may read and write what (docs/api.md "Who is calling" and "Errors").
 
 Two operators, A and B, each with a machine, an enrolled LP, a confirmed and a pending
 deposit and commission rules. B (and LPs, strangers, made-up keys) is pointed at every
-endpoint with A's ids. Every refusal must carry LNbits' or api.md's exact status and
+endpoint with A's ids. Every refusal must carry LNbits' or docs/api.md's exact status and
 leave everything as it was: after each refused write every database row of both
 operators, their LPs' preferences, the platform config, the audit trail and the LNbits
 payments of every wallet involved are read again and compared (db_state.py).

@@ -1,6 +1,6 @@
-"""Bad input on every endpoint (spec/api.md "Errors", product.md "done").
+"""Bad input on every endpoint (docs/api.md, "Errors").
 
-Each case is a request that must be refused: a 4xx (never a 500) with the status api.md
+Each case is a request that must be refused: a 4xx (never a 500) with the status docs/api.md
 gives it, a `detail` that is a non-empty sentence naming what is wrong, and no change at
 all: after every case every database row of the operator (machines, clients and their
 running totals, deposits, settlements, legs, commission rules, Lamassu config), the

@@ -1,4 +1,4 @@
-"""bitSpire payments (spec/sources.md part 1), played as real LNbits payments.
+"""bitSpire payments (docs/sources.md, "bitSpire"), played as real LNbits payments.
 
 Every rule broken is a `rejected` settlement that keeps the payload and names the
 rule, pays nothing and never stalls the listener; payments that are not ours are

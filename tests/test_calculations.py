@@ -1,5 +1,5 @@
-"""Tests for calculations.py: every worked example of spec/money.md and the Lamassu
-check of spec/sources.md, exactly, plus property tests of the invariants.
+"""Tests for calculations.py: every worked example of docs/money.md and the Lamassu
+check of docs/sources.md, exactly, plus property tests of the invariants.
 
 calculations.py is loaded by path: importing the extension package would import LNbits.
 """
@@ -29,7 +29,7 @@ _spec.loader.exec_module(calc)
 D = Decimal
 PROPERTY = settings(max_examples=200, deadline=None)
 
-# The field-report LPs of money.md: 690.00 / 7.54 / 2.38 / 0.07 GTQ.
+# The field-report LPs of docs/money.md: 690.00 / 7.54 / 2.38 / 0.07 GTQ.
 FIELD_REPORT_BALANCES = [69000, 754, 238, 7]
 
 CURRENCIES = sorted(calc.CURRENCY_DECIMALS)
@@ -99,7 +99,7 @@ def test_currency_error_is_a_fiat_error() -> None:
 @pytest.mark.parametrize(
     ("value", "currency", "minor"),
     [
-        ("690.00", "GTQ", 69000),  # money.md: 690.00 GTQ = 69000
+        ("690.00", "GTQ", 69000),  # docs/money.md: 690.00 GTQ = 69000
         ("690", "GTQ", 69000),
         ("690.5", "GTQ", 69050),
         ("0.07", "GTQ", 7),
@@ -280,7 +280,7 @@ def test_format_fiat_negative_mirrors_positive(currency: str, minor: int) -> Non
 
 
 def test_lr_money_md_one_one_one() -> None:
-    # money.md: operator 100, rules 1/1/1 (each 33.33...) -> 34/33/33
+    # docs/money.md: operator 100, rules 1/1/1 (each 33.33...) -> 34/33/33
     assert calc.largest_remainder(100, [1, 1, 1]) == [34, 33, 33]
     assert calc.largest_remainder(100, [D(1), D(1), D(1)]) == [34, 33, 33]
     assert calc.largest_remainder(100, [Fraction(100, 3)] * 3) == [34, 33, 33]
@@ -690,7 +690,7 @@ def test_exchange_rate_without_fiat() -> None:
 
 
 def test_cost_basis_fiat_per_btc() -> None:
-    # money.md: fiat per BTC = 100,000,000 / exchange_rate (150 sats per GTQ)
+    # docs/money.md: fiat per BTC = 100,000,000 / exchange_rate (150 sats per GTQ)
     assert str(calc.cost_basis_fiat_per_btc(300_000, 200_000, "GTQ")) == "666666.67"
     assert str(calc.cost_basis_fiat_per_btc(484_208, 400_000, "GTQ")) == "826091.27"
     assert str(calc.cost_basis_fiat_per_btc(100_000, 1_000, "JPY")) == "1000000"
@@ -700,7 +700,7 @@ def test_cost_basis_fiat_per_btc() -> None:
 
 
 def test_fiat_to_sats() -> None:
-    # money.md: Bob's 47.00 GTQ at 150 sats/GTQ -> 7,050 sats
+    # docs/money.md: Bob's 47.00 GTQ at 150 sats/GTQ -> 7,050 sats
     assert calc.fiat_to_sats(4700, D(150), "GTQ") == 7050
     assert calc.fiat_to_sats(1, D("150.99"), "GTQ") == 1  # 1.5099, rounded down
     assert calc.fiat_to_sats(99, D("1.01"), "GTQ") == 0  # 0.9999

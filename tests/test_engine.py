@@ -1,4 +1,4 @@
-"""The distribution engine through real LNbits payments: money.md's worked examples,
+"""The distribution engine through real LNbits payments: docs/money.md's worked examples,
 to the sat, with every wallet's balance moving accordingly."""
 
 import asyncio

@@ -67,8 +67,9 @@ async def _restart():
 async def test_crash_at_each_step_then_restart_pays_each_leg_once(
     factory, super_user, monkeypatch, point, skips, batch
 ):
-    from satmachineadmin import crud, distribution, payouts
-    from satmachineadmin.faults import EngineCrash, crash_points
+    from satmachineadmin import crud, distribution
+    from satmachineadmin.engine import payouts
+    from satmachineadmin.engine.faults import EngineCrash, crash_points
 
     operator, machine, fee_wallet, split, lp_wallets, customer = await _setup(
         factory, super_user
@@ -202,7 +203,7 @@ async def test_crash_inside_lnbits_between_debit_and_credit_is_completed(
     from lnbits.core.models import PaymentState
 
     from satmachineadmin import crud, distribution
-    from satmachineadmin.faults import EngineCrash
+    from satmachineadmin.engine.faults import EngineCrash
 
     await factory.platform(super_user, "0", None)
     operator = await factory.operator()
@@ -268,8 +269,9 @@ async def test_a_worker_holding_a_stale_leg_never_pays_it_again(factory, super_u
     """Two workers on one leg (a lease that ran out under a stalled but living
     engine): the second read the leg before the first stored its invoice. Only one
     invoice can be stored on the row, and only its owner pays it."""
-    from satmachineadmin import crud, distribution, payouts
-    from satmachineadmin.faults import EngineCrash, crash_points
+    from satmachineadmin import crud, distribution
+    from satmachineadmin.engine import payouts
+    from satmachineadmin.engine.faults import EngineCrash, crash_points
 
     await factory.platform(super_user, "0", None)
     operator = await factory.operator()

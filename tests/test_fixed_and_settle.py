@@ -119,7 +119,8 @@ async def test_settle_refusals_change_nothing(http, factory, no_platform_fee):
 async def test_empty_funding_wallet_fails_visibly_and_retries_later(
     http, factory, no_platform_fee
 ):
-    from satmachineadmin import crud, payouts
+    from satmachineadmin import crud
+    from satmachineadmin.engine import payouts
 
     operator = await factory.operator()
     funding = await factory.wallet(operator, "funding")
@@ -303,8 +304,9 @@ async def test_a_week_of_slots_across_a_dst_change_pays_each_slot_once(
     http, factory, no_platform_fee
 ):
     """America/New_York falls back on 2026-11-01: 01:30 happens twice that night."""
-    from satmachineadmin import crud, fixed_mode
-    from satmachineadmin.faults import EngineCrash, crash_points
+    from satmachineadmin import crud
+    from satmachineadmin.engine import fixed_mode
+    from satmachineadmin.engine.faults import EngineCrash, crash_points
 
     zone = ZoneInfo("America/New_York")
     operator, machine, lp, client, flow_lp = await _fixed_setup(
@@ -355,7 +357,8 @@ async def test_a_week_of_slots_across_a_dst_change_pays_each_slot_once(
 async def test_spring_forward_slot_in_the_missing_hour_still_pays_once(
     http, factory, no_platform_fee
 ):
-    from satmachineadmin import crud, fixed_mode
+    from satmachineadmin import crud
+    from satmachineadmin.engine import fixed_mode
 
     zone = ZoneInfo("America/New_York")
     operator, machine, lp, client, _ = await _fixed_setup(
@@ -375,7 +378,8 @@ async def test_spring_forward_slot_in_the_missing_hour_still_pays_once(
 async def test_last_slot_pays_the_rest_of_the_day_and_never_more(
     http, factory, no_platform_fee
 ):
-    from satmachineadmin import crud, fixed_mode
+    from satmachineadmin import crud
+    from satmachineadmin.engine import fixed_mode
 
     operator, machine, lp, client, _ = await _fixed_setup(
         http,
@@ -410,7 +414,8 @@ async def test_last_slot_pays_the_rest_of_the_day_and_never_more(
 async def test_manual_run_racing_the_scheduler_pays_once(
     http, factory, no_platform_fee
 ):
-    from satmachineadmin import crud, fixed_mode
+    from satmachineadmin import crud
+    from satmachineadmin.engine import fixed_mode
 
     operator, machine, lp, client, _ = await _fixed_setup(
         http, factory, ["00:00"], "UTC"
@@ -432,7 +437,8 @@ async def test_manual_run_racing_the_scheduler_pays_once(
 async def test_no_rate_skips_the_slot_with_the_reason_and_pays_nothing(
     http, factory, no_platform_fee
 ):
-    from satmachineadmin import crud, rates
+    from satmachineadmin import crud
+    from satmachineadmin.engine import rates
 
     operator, machine, lp, client, _ = await _fixed_setup(
         http, factory, ["00:00"], "UTC"

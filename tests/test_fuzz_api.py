@@ -64,16 +64,16 @@ def loopback_only(monkeypatch):
     """Fuzzed Lamassu settings may name any host: never let one leave this machine
     (nor even reach a DNS resolver). The refusal takes the same path a refused TCP
     connection would."""
-    from satmachineadmin import lamassu
+    from satmachineadmin.lamassu import connection as lamassu_connection
 
-    real_connect = lamassu._connect
+    real_connect = lamassu_connection.connect
 
     async def guarded(target):  # type: ignore[no-untyped-def]
         if not is_loopback(target.host):
             raise ConnectionRefusedError(111, "Connection refused (test network guard)")
         return await real_connect(target)
 
-    monkeypatch.setattr(lamassu, "_connect", guarded)
+    monkeypatch.setattr(lamassu_connection, "connect", guarded)
 
 
 # ---------------------------------------------------------------- the world

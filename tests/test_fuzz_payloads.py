@@ -1,11 +1,11 @@
 """Payload fuzzing: whatever an ATM or a Lamassu database hands us.
 
 Hypothesis drives three things:
-1. `lamassu.map_amounts`, the Lamassu row mapper, over any row (every column the poller
+1. `lamassu_mapping.map_amounts`, the Lamassu row mapper, over any row (every column the poller
    selects, each value of the type asyncpg gives, out of range, NaN, infinite, huge,
-   or of a wrong type): it returns amounts that keep money.md's invariants, or raises
+   or of a wrong type): it returns amounts that keep docs/money.md's invariants, or raises
    one of the errors the poller turns into a `rejected` settlement with the reason.
-2. The poller's landing step (`lamassu._draft_row`, `_land_drafts`) over any row, against the real
+2. The poller's landing step (`lamassu_mapping.draft_row`, `_land_drafts`) over any row, against the real
    database: it never raises; the row becomes a pending settlement that keeps the
    invariants or a `rejected` one with a reason.
 3. `bitspire.ingest_payment` through the real listener, with real payments: any
@@ -32,7 +32,11 @@ from hypothesis import strategies as st
 
 SCALE = int(os.environ.get("SATMACHINE_FUZZ_EXAMPLES", "6"))
 MAX_SATS = 2_100_000_000_000_000
-CAUGHT = (ValueError, TypeError, ArithmeticError)  # what lamassu._draft_row rejects
+CAUGHT = (
+    ValueError,
+    TypeError,
+    ArithmeticError,
+)  # what lamassu_mapping.draft_row rejects
 
 # ---------------------------------------------------------------- any Lamassu row
 
@@ -142,7 +146,7 @@ def machine(currency: str = "GTQ") -> Any:
 
 
 def check_mapped(tx_type: str, row: dict, mapped: Any) -> None:
-    """money.md for what the mapper lets through."""
+    """docs/money.md for what the mapper lets through."""
     amounts = mapped.amounts
     for name, value in (
         ("fiat_minor", mapped.fiat_minor),
@@ -168,10 +172,10 @@ def check_mapped(tx_type: str, row: dict, mapped: Any) -> None:
 
 
 def map_or_reject(tx_type: str, row: dict, target: Any) -> Any:
-    from satmachineadmin import lamassu
+    from satmachineadmin.lamassu import mapping as lamassu_mapping
 
     try:
-        mapped = lamassu.map_amounts(tx_type, row, target)
+        mapped = lamassu_mapping.map_amounts(tx_type, row, target)
     except CAUGHT as exc:
         assert str(exc).strip(), f"a rejection without a reason for {row}"
         return None
@@ -206,8 +210,8 @@ async def test_lamassu_row_mapper_over_any_row(app):
 
 
 async def test_lamassu_known_rows_map_exactly(app):
-    """The worked example of sources.md, and rows a broken Lamassu could hold."""
-    from satmachineadmin import lamassu
+    """The worked example of docs/sources.md, and rows a broken Lamassu could hold."""
+    from satmachineadmin.lamassu import mapping as lamassu_mapping
 
     target = machine()
     row = {
@@ -222,7 +226,7 @@ async def test_lamassu_known_rows_map_exactly(app):
         "commission_percentage": Decimal("0.055"),
         "raw_ticker_price": Decimal("826091.28"),
     }
-    mapped = lamassu.map_amounts("cash_out", row, target)
+    mapped = lamassu_mapping.map_amounts("cash_out", row, target)
     assert (mapped.amounts.principal_sats, mapped.amounts.fee_sats) == (484_208, 28_192)
     for broken in (
         {"crypto_atoms": Decimal(10) ** 29},
@@ -240,7 +244,7 @@ async def test_lamassu_known_rows_map_exactly(app):
 
 
 async def check_settlement(settlement: Any) -> None:
-    """A landed settlement: rejected with a reason, or one that keeps money.md."""
+    """A landed settlement: rejected with a reason, or one that keeps docs/money.md."""
     if settlement.status == "rejected":
         assert settlement.error and settlement.error.strip()
         return
@@ -279,7 +283,9 @@ async def check_settlement(settlement: Any) -> None:
 
 
 async def test_lamassu_rows_land_as_settlements_or_rejections(http, factory):
-    from satmachineadmin import crud, lamassu
+    from satmachineadmin import crud
+    from satmachineadmin.lamassu import mapping as lamassu_mapping
+    from satmachineadmin.lamassu import poller as lamassu_poller
 
     operator = await factory.operator()
     device = uuid.uuid4().hex * 2
@@ -291,9 +297,11 @@ async def test_lamassu_rows_land_as_settlements_or_rejections(http, factory):
     fraction = Decimal((await crud.get_platform_config()).super_fee_fraction)
 
     async def land(tx_type: str, row: dict) -> None:
-        result = lamassu.PollResult(ok=True)
-        draft = lamassu._draft_row(tx_type, row, target, fraction)  # must not raise
-        await lamassu._land_drafts([draft], result)  # nor this
+        result = lamassu_poller.PollResult(ok=True)
+        draft = lamassu_mapping.draft_row(
+            tx_type, row, target, fraction
+        )  # must not raise
+        await lamassu_poller._land_drafts([draft], result)  # nor this
         assert result.new == 1, result
         settlement = await crud.find_settlement(target.id, "lamassu", str(row["id"]))
         assert settlement is not None, row

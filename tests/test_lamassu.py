@@ -156,12 +156,16 @@ async def test_config_validation_and_write_only_password(http, factory, lamassu_
     assert result["ok"] is True, result
 
     # Stored encrypted with LNbits' secret, never as the plain password.
-    from satmachineadmin import lamassu
+    from satmachineadmin.lamassu import config as lamassu_config
+    from satmachineadmin.lamassu import connection as lamassu_connection
 
-    config = await lamassu.get_config(operator.id)
+    config = await lamassu_config.get_config(operator.id)
     assert config and config.password_encrypted
     assert READER_PASSWORD not in config.password_encrypted
-    assert lamassu.decrypt_password(config.password_encrypted) == READER_PASSWORD
+    assert (
+        lamassu_connection.decrypt_password(config.password_encrypted)
+        == READER_PASSWORD
+    )
 
     # "" removes it.
     response = await call(
@@ -363,10 +367,11 @@ async def test_redeem_later_lands_on_a_later_poll_and_restart_lands_nothing_twic
     assert set(await settlements(operator, machine)) == {done, later}
 
     # A restart: no in-process state, status row reset by saving the settings again.
-    from satmachineadmin import crud, lamassu
+    from satmachineadmin import crud
+    from satmachineadmin.lamassu import poller as lamassu_poller
 
-    lamassu._locks.clear()
-    lamassu._known_cache.clear()
+    lamassu_poller._locks.clear()
+    lamassu_poller._known_cache.clear()
     await configure(http, operator, lamassu_db)
     await crud.save_lamassu_poll_status(
         operator.id, {"newest_created_seen": None, "last_found": 0, "last_new": 0}
@@ -377,12 +382,15 @@ async def test_redeem_later_lands_on_a_later_poll_and_restart_lands_nothing_twic
     assert len(await settlements(operator, machine)) == 2
     # The same after a restart with a big backlog (one window query instead of
     # per-id lookups).
-    lamassu._known_cache.clear()
-    threshold, lamassu.WINDOW_QUERY_THRESHOLD = lamassu.WINDOW_QUERY_THRESHOLD, 0
+    lamassu_poller._known_cache.clear()
+    threshold, lamassu_poller.WINDOW_QUERY_THRESHOLD = (
+        lamassu_poller.WINDOW_QUERY_THRESHOLD,
+        0,
+    )
     try:
         again = await poll(http, operator)
     finally:
-        lamassu.WINDOW_QUERY_THRESHOLD = threshold
+        lamassu_poller.WINDOW_QUERY_THRESHOLD = threshold
     assert again["new"] == 0 and again["already_known"] == 2
 
     # Even past the cheap "already known" filters, the unique key holds.
@@ -393,13 +401,11 @@ async def test_redeem_later_lands_on_a_later_poll_and_restart_lands_nothing_twic
 
     crud.known_lamassu_external_ids = forgetful  # type: ignore[assignment]
     crud.known_lamassu_settlements = forgetful  # type: ignore[assignment]
-    lamassu._known_cache.clear()
+    lamassu_poller._known_cache.clear()
     try:
         fourth = await poll(http, operator)
     finally:
-        lamassu.known_lamassu_external_ids, lamassu.known_lamassu_settlements = (
-            originals
-        )
+        crud.known_lamassu_external_ids, crud.known_lamassu_settlements = originals
     assert fourth["ok"] is True and fourth["new"] == 0 and fourth["already_known"] == 2
     assert len(await settlements(operator, machine)) == 2
 
@@ -574,7 +580,8 @@ async def test_connection_test_reports_what_to_fix(http, factory, lamassu_server
 
 
 async def test_failed_polls_show_in_status_and_back_off(http, factory, lamassu_server):
-    from satmachineadmin import lamassu
+    from satmachineadmin.lamassu import config as lamassu_config
+    from satmachineadmin.lamassu import poller as lamassu_poller
 
     operator = await factory.operator()
     lamassu_db = await lamassu_server.new_database()
@@ -598,7 +605,7 @@ async def test_failed_polls_show_in_status_and_back_off(http, factory, lamassu_s
             assert state["consecutive_failures"] == failures
             assert words in state["last_error"]
             assert state["healthy"] is False
-            config = await lamassu.get_config(operator.id)
+            config = await lamassu_config.get_config(operator.id)
             assert config and config.last_poll_at
             delay = config.next_poll_at - config.last_poll_at
             assert abs(delay - min(60 * 2**failures, 3600)) <= 2, (failures, delay)
@@ -612,13 +619,15 @@ async def test_failed_polls_show_in_status_and_back_off(http, factory, lamassu_s
     assert state["last_error"] is None and state["consecutive_failures"] == 0
     assert set(await settlements(operator, machine)) == {tx}
 
-    assert lamassu.backoff_seconds(60, 10) == 3600
-    assert lamassu.backoff_seconds(10, 1) == 20
-    assert lamassu.backoff_seconds(7200, 3) == 7200
+    assert lamassu_poller.backoff_seconds(60, 10) == 3600
+    assert lamassu_poller.backoff_seconds(10, 1) == 20
+    assert lamassu_poller.backoff_seconds(7200, 3) == 7200
 
 
 async def test_poll_all_due_polls_due_configs_only(http, factory, lamassu_server):
-    from satmachineadmin import crud, lamassu
+    from satmachineadmin import crud
+    from satmachineadmin.lamassu import config as lamassu_config
+    from satmachineadmin.lamassu import poller as lamassu_poller
 
     operator = await factory.operator()
     lamassu_db = await lamassu_server.new_database()
@@ -633,24 +642,24 @@ async def test_poll_all_due_polls_due_configs_only(http, factory, lamassu_server
     )
     assert response.status_code == 200
 
-    await lamassu.poll_all_due()
+    await lamassu_poller.poll_all_due()
     assert set(await settlements(operator, machine)) == {first}
-    config = await lamassu.get_config(operator.id)
+    config = await lamassu_config.get_config(operator.id)
     assert config and config.next_poll_at > time.time() + 500
 
     # Not due yet: a new transaction waits for the next slot.
     second = await lamassu_db.cash_out(device)
-    await lamassu.poll_all_due()
+    await lamassu_poller.poll_all_due()
     assert set(await settlements(operator, machine)) == {first}
 
     await crud.save_lamassu_poll_status(operator.id, {"next_poll_at": 0})
-    await lamassu.poll_all_due()
+    await lamassu_poller.poll_all_due()
     assert set(await settlements(operator, machine)) == {first, second}
 
     # Disabled configurations are left alone by the loop.
     await configure(http, operator, lamassu_db)
     third = await lamassu_db.cash_out(device)
-    await lamassu.poll_all_due()
+    await lamassu_poller.poll_all_due()
     assert third not in await settlements(operator, machine)
 
 

@@ -1,6 +1,6 @@
 """Authorization matrix: every endpoint x every kind of caller -> the exact status.
 
-The table below is api.md's "Errors" and "Who is calling" rules written out, one row
+The table below is docs/api.md's "Errors" and "Who is calling" rules written out, one row
 per endpoint (some endpoints have a second row for a filter carrying another
 operator's id). The routes are read from the running LNbits app: a route under
 /satmachineadmin/api/v1 without a row here fails `test_every_route_has_a_row`, so a new
@@ -150,7 +150,8 @@ ROWS: list[Row] = [
     ),
     Row("GET", "/lp", lp_own(200, others=404)),
     Row("GET", "/lp/summary", lp_own(200, others=200)),
-    Row("GET", "/lp/payments", lp_own(200, others=200)),
+    Row("GET", "/lp/legs", lp_own(200, others=200)),
+    Row("GET", "/lp/payments", lp_own(200, others=200), note="alias of /lp/legs"),
     # ------------------------------------------------------------ clients
     Row(
         "POST",
@@ -268,7 +269,9 @@ ROWS: list[Row] = [
         ids={"settlement_id": "settlement"},
         body=lambda w, c: {"note": f"checked by {c}"},
     ),
-    # ------------------------------------------------------------ payments (legs)
+    # ------------------------------------------------------------ legs (/payments: alias)
+    Row("GET", "/legs", read(200, others=200)),
+    Row("GET", "/legs.csv", read(200, others=200)),
     Row("GET", "/payments", read(200, others=200)),
     Row(
         "GET",
@@ -335,7 +338,7 @@ async def test_every_route_has_a_row(app):
     missing = sorted(routes - rows)
     assert not missing, (
         f"endpoints without a row in the authorization matrix (tests/test_matrix.py, "
-        f"api.md 'Who is calling'): {missing}"
+        f"docs/api.md 'Who is calling'): {missing}"
     )
     stale = sorted(rows - routes)
     assert not stale, f"rows for endpoints that no longer exist: {stale}"

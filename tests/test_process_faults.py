@@ -753,8 +753,9 @@ async def test_a_stored_invoice_that_lnbits_failed_at_restart_is_replaced(
     from lnbits.core.crud import get_standalone_payment, update_payment
     from lnbits.core.models import PaymentState
 
-    from satmachineadmin import crud, distribution, payouts
-    from satmachineadmin.faults import EngineCrash, crash_points
+    from satmachineadmin import crud, distribution
+    from satmachineadmin.engine import payouts
+    from satmachineadmin.engine.faults import EngineCrash, crash_points
 
     operator = await factory.operator()
     machine = await factory.machine(operator)

@@ -115,7 +115,7 @@ async def test_the_lamassu_password_and_wallet_keys_never_leak(
     captured,
     lamassu_pg,
 ):
-    from satmachineadmin import lamassu
+    from satmachineadmin.lamassu import poller as lamassu_poller
 
     operator = await factory.operator()
     lp = await factory.lp()
@@ -188,7 +188,7 @@ async def test_the_lamassu_password_and_wallet_keys_never_leak(
         status = await call("GET", "/lamassu/status")
         assert status.json()["last_error"], status.text
         # The background poller's path too.
-        await lamassu.poll_all_due()
+        await lamassu_poller.poll_all_due()
     # Garbage in, with the password beside it: refused with a reason, never echoed.
     garbage = [
         good | {"port": "five"},

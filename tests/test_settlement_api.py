@@ -1,5 +1,5 @@
-"""Settlements, corrections and payouts through the REST API (spec/api.md), with
-real LNbits payments behind every number (product.md flows 1-3 and 6)."""
+"""Settlements, corrections and payouts through the REST API (docs/api.md), with
+real LNbits payments behind every number (settlements in, legs out, corrections)."""
 
 import csv
 import io
@@ -608,7 +608,7 @@ async def test_partial_dispense_after_a_crash_mid_payment_never_pays_twice(
     """The engine died right after LNbits paid a leg, before the row said so. A
     partial dispense must see that leg as paid (refused), not void and re-plan it."""
     from satmachineadmin import crud, distribution
-    from satmachineadmin.faults import EngineCrash, crash_points
+    from satmachineadmin.engine.faults import EngineCrash, crash_points
 
     world = await _world(factory, deposits=("100.00",))
     settlement = await _landed_cash_out(factory, world, "10.00", 1_500, 100)
@@ -780,7 +780,7 @@ async def test_payments_filters_and_csv(factory, http, super_user):
         )
         assert response.status_code == 400, bad
 
-    from satmachineadmin.views_api import CSV_COLUMNS
+    from satmachineadmin.services.reports import CSV_COLUMNS
 
     response = await http.get(
         f"{API}/payments.csv",

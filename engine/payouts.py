@@ -19,14 +19,13 @@ from lnbits.core.services import create_invoice, pay_invoice
 from lnbits.exceptions import InvoiceError, PaymentError
 from loguru import logger
 
-from . import crud
+from .. import crud
+from ..calculations import RETRY_BASE_SECONDS, retry_delay
+from ..models import Leg
 from .faults import checkpoint
-from .models import Leg
 
 INVOICE_EXPIRY_SECONDS = 30 * 86400
 PAYMENT_MARKER = "satmachineadmin"
-RETRY_BASE_SECONDS = 30
-RETRY_MAX_SECONDS = 3600
 
 
 async def reconcile_leg(leg: Leg) -> Leg:
@@ -406,9 +405,7 @@ async def retry_standalone_legs() -> int:
     for leg in await crud.list_retryable_standalone_legs(
         crud.now() - RETRY_BASE_SECONDS
     ):
-        wait = min(
-            RETRY_BASE_SECONDS * 2 ** max(0, leg.attempts - 1), RETRY_MAX_SECONDS
-        )
+        wait = retry_delay(leg.attempts)
         if leg.status == "failed" and leg.updated_at + wait > crud.now():
             continue
         if (await pay_standalone_leg(leg)).status == "completed":

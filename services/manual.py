@@ -1,16 +1,18 @@
 """Manual entry: a transaction the operator settled outside the machine
-(spec/sources.md part 3). It lands like any other settlement, same uniqueness."""
+(docs/sources.md, "Manual entry"). It lands like any other settlement, with the same
+uniqueness."""
 
 from decimal import Decimal
 from typing import Optional
 
-from . import crud
-from .calculations import FiatError, fiat_to_sats, parse_fiat
-from .distribution import land_settlement
-from .errors import BadInput, Conflict, NotFound
-from .models import Settlement
-
-MAX_SATS = 2_100_000_000_000_000
+from .. import crud
+from ..calculations import MAX_SATS, fiat_to_sats
+from ..errors import BadInput, Conflict
+from ..inputs import fiat_input
+from ..intake import land_settlement
+from ..models import Settlement
+from .access import operator_machine
+from .corrections import append_note
 
 
 async def enter_settlement(
@@ -25,13 +27,8 @@ async def enter_settlement(
     exchange_rate: Optional[Decimal],
     notes: Optional[str],
 ) -> Settlement:
-    machine = await crud.get_operator_machine(operator_user_id, machine_id)
-    if not machine:
-        raise NotFound(f"machine {machine_id} not found")
-    try:
-        fiat_minor = parse_fiat(fiat_amount, machine.fiat_currency)
-    except FiatError as exc:
-        raise BadInput(f"fiat_amount: {exc}") from None
+    machine = await operator_machine(operator_user_id, machine_id)
+    fiat_minor = fiat_input(fiat_amount, machine.fiat_currency, "fiat_amount")
     if fiat_minor <= 0:
         raise BadInput("fiat_amount: must be greater than zero")
     if principal_sats is None:
@@ -75,22 +72,18 @@ async def enter_settlement(
             f"a manual settlement with reference {external_id} already exists"
         )
     if notes:
-        from .corrections import append_note
-
         await append_note(operator_user_id, landed.id, notes)
-    async with crud.transaction() as tx:
-        await crud.add_audit(
-            tx,
-            operator_user_id,
-            operator_user_id,
-            "settlement.manual",
-            "settlement",
-            landed.id,
-            {
-                "external_id": external_id,
-                "fiat_minor": fiat_minor,
-                "principal_sats": principal_sats,
-                "fee_sats": fee_sats,
-            },
-        )
+    await crud.audit(
+        operator_user_id,
+        operator_user_id,
+        "settlement.manual",
+        "settlement",
+        landed.id,
+        {
+            "external_id": external_id,
+            "fiat_minor": fiat_minor,
+            "principal_sats": principal_sats,
+            "fee_sats": fee_sats,
+        },
+    )
     return landed

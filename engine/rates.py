@@ -1,4 +1,4 @@
-"""The current rate (money.md "Current rate"): sats per one fiat unit, as a Decimal.
+"""The current rate (docs/money.md, "Current rate"): sats per fiat unit, a Decimal.
 
 Order of sources: a rate the operator states; LNbits' exchange-rate service for the
 machine's currency; the latest settlement rate at that machine if under 24 h old.
@@ -12,8 +12,8 @@ from typing import Optional
 from lnbits.utils.exchange_rates import get_fiat_rate_satoshis
 from loguru import logger
 
-from . import crud
-from .models import Machine
+from .. import crud
+from ..models import Machine
 
 LATEST_SETTLEMENT_MAX_AGE = 24 * 3600
 # LNbits' service answers in binary floating point; four decimals of a sat per fiat

@@ -1,4 +1,4 @@
-"""Fixed mode (product.md flow 4, money.md "Fixed mode").
+"""Fixed mode (docs/money.md, "Fixed mode").
 
 At each scheduled local time of a machine, every fixed-mode LP there receives
 min(remaining, daily limit - paid today, limit / slots) at the current rate (the last
@@ -17,16 +17,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loguru import logger
 
-from . import crud
-from .calculations import (
+from .. import crud
+from ..calculations import (
     FiatError,
-    fiat_to_sats,
     fixed_slot_fiat,
-    format_fiat,
     parse_fiat,
 )
-from .errors import BadInput
-from .models import Leg, Machine
+from ..errors import BadInput
+from ..models import ClientWithPrefs, Leg, Machine
+from .legs import lp_leg
 from .payouts import pay_standalone_leg
 from .rates import current_rate
 
@@ -114,7 +113,7 @@ async def run_slot(
 
 async def _plan_leg(
     machine: Machine,
-    client: crud.ClientWithPrefs,
+    client: ClientWithPrefs,
     slot: Slot,
     key: str,
     quote: Optional[tuple[Decimal, str]],
@@ -133,25 +132,17 @@ async def _plan_leg(
     )
     if fiat <= 0:
         return None
-    moment = crud.now()
-    leg = Leg(
-        id=crud.new_id(),
-        idempotency_key=key,
-        machine_id=machine.id,
-        operator_user_id=machine.operator_user_id,
-        client_id=client.id,
+    leg = lp_leg(
+        machine,
+        client,
+        key=key,
         leg_type="fixed",
-        status="pending",
-        amount_sats=0,
-        amount_fiat_minor=fiat,
-        currency=currency,
+        label="Fixed DCA",
+        fiat=fiat,
+        quote=quote,
         source_wallet_id=machine.wallet_id,
-        destination=client.wallet_id,
-        destination_kind="wallet",
         slot_date=slot.local_date,
         slot_index=slot.index,
-        created_at=moment,
-        updated_at=moment,
     )
     if quote is None:
         # Consumes the slot visibly; nothing is paid at a guessed rate.
@@ -161,20 +152,7 @@ async def _plan_leg(
                 "error": "no exchange rate available for this slot: nothing was paid",
             }
         )
-    rate, origin = quote
-    memo = (
-        f"Fixed DCA {format_fiat(fiat, currency)} {currency} at {rate} sats/{currency} "
-        f"({origin}), {machine.name}"
-    )
-    if fiat >= client.remaining_minor:
-        memo += " - your balance is now fully converted: DCA cycle complete"
-    return leg.copy(
-        update={
-            "amount_sats": fiat_to_sats(fiat, rate, currency),
-            "exchange_rate": format(rate, "f"),
-            "memo": memo,
-        }
-    )
+    return leg
 
 
 async def run_due_slots(now: Optional[datetime] = None) -> int:

@@ -12,15 +12,16 @@ from typing import Optional
 
 from lnbits.db import POSTGRES
 
-from . import crud
-from .calculations import (
+from .. import crud
+from ..calculations import (
     allocate_principal,
     format_fiat,
     largest_remainder,
     split_commission,
 )
-from .crud import ClientWithPrefs, Tx
-from .models import CommissionRule, Leg, Machine, Settlement
+from ..crud import Tx
+from ..models import ClientWithPrefs, CommissionRule, Leg, Machine, Settlement
+from .legs import lp_memo
 
 
 @dataclass
@@ -242,41 +243,30 @@ def _commission_to_lps(
     ]
 
 
+def _unpaid_principal(
+    context: PlanContext, sats: int, reason: str
+) -> tuple[list[Leg], int, int]:
+    """One skipped dca leg: the principal stays in the machine wallet, with why."""
+    return [context.leg("dca", "dca", sats, status="skipped", error=reason)], 0, 0
+
+
 def _principal_legs(
     context: PlanContext, clients: list[ClientWithPrefs]
 ) -> tuple[list[Leg], int, int]:
     settlement = context.settlement
     principal = settlement.principal_sats
     if settlement.tx_type == "cash_in":
-        return (
-            [
-                context.leg(
-                    "dca",
-                    "dca",
-                    0,
-                    status="skipped",
-                    error="cash-in: no LP leg, the cash stays in the machine",
-                )
-            ],
-            0,
-            0,
+        return _unpaid_principal(
+            context, 0, "cash-in: no LP leg, the cash stays in the machine"
         )
     if principal <= 0:
         return [], 0, 0
     if settlement.fiat_amount_minor <= 0 or not settlement.exchange_rate:
-        return (
-            [
-                context.leg(
-                    "dca",
-                    "dca",
-                    principal,
-                    status="skipped",
-                    error="exchange rate unknown: LP legs cannot be paid without it; "
-                    "the sats stay in the machine wallet",
-                )
-            ],
-            0,
-            0,
+        return _unpaid_principal(
+            context,
+            principal,
+            "exchange rate unknown: LP legs cannot be paid without it; "
+            "the sats stay in the machine wallet",
         )
     recipients = flow_recipients(clients)
     if not recipients:
@@ -286,18 +276,8 @@ def _principal_legs(
             if has_flow
             else "no flow-mode LPs at this machine"
         )
-        return (
-            [
-                context.leg(
-                    "dca",
-                    "dca",
-                    principal,
-                    status="skipped",
-                    error=f"{reason}: the sats stay in the machine wallet",
-                )
-            ],
-            0,
-            0,
+        return _unpaid_principal(
+            context, principal, f"{reason}: the sats stay in the machine wallet"
         )
     allocation = allocate_principal(
         principal,
@@ -311,13 +291,14 @@ def _principal_legs(
     ):
         if fiat <= 0 and sats <= 0:
             continue
-        completes = fiat >= client.remaining_minor
-        memo = (
-            f"DCA {format_fiat(fiat, currency)} {currency} at "
-            f"{settlement.exchange_rate} sats/{currency}, {context.machine.name}"
+        memo = lp_memo(
+            "DCA",
+            fiat,
+            currency,
+            settlement.exchange_rate,
+            context.machine.name,
+            completes=fiat >= client.remaining_minor,
         )
-        if completes:
-            memo += " - your balance is now fully converted: DCA cycle complete"
         legs.append(
             context.leg(
                 f"dca:{client.id}",

@@ -1,4 +1,5 @@
-"""Corrections of a settlement: retry, partial dispense, notes (product.md flow 6).
+"""Corrections of a settlement: retry, partial dispense, notes (docs/api.md,
+"Settlements").
 
 Each change leaves an audit row. Completed legs are never paid again: retry only
 re-opens what failed, and a partial dispense is refused once any leg has been paid.
@@ -7,25 +8,20 @@ re-opens what failed, and a partial dispense is refused once any leg has been pa
 from decimal import Decimal
 from typing import Optional
 
-from . import crud
-from .calculations import (
-    FiatError,
+from .. import crud
+from ..calculations import (
     dispensed_fiat_from_fraction,
+    exchange_rate_text,
     format_fiat,
-    parse_fiat,
     rescale_partial_dispense,
 )
-from .distribution import LEASE_SECONDS, rate_text, wake_engine
-from .errors import BadInput, Conflict, NotFound, Refused
-from .models import Settlement, SettlementNote
-from .payouts import reconcile_leg
-
-
-async def operator_settlement(operator_user_id: str, settlement_id: str) -> Settlement:
-    settlement = await crud.get_operator_settlement(operator_user_id, settlement_id)
-    if not settlement:
-        raise NotFound(f"settlement {settlement_id} not found")
-    return settlement
+from ..distribution import LEASE_SECONDS
+from ..engine.payouts import reconcile_leg
+from ..errors import BadInput, Conflict, Refused
+from ..inputs import fiat_input
+from ..intake import wake_engine
+from ..models import Settlement, SettlementNote
+from .access import operator_settlement
 
 
 async def append_note(
@@ -51,16 +47,14 @@ async def add_operator_note(
 ) -> SettlementNote:
     settlement = await operator_settlement(operator_user_id, settlement_id)
     entry = await append_note(operator_user_id, settlement.id, note)
-    async with crud.transaction() as tx:
-        await crud.add_audit(
-            tx,
-            operator_user_id,
-            operator_user_id,
-            "settlement.note",
-            "settlement",
-            settlement.id,
-            {"note_id": entry.id},
-        )
+    await crud.audit(
+        operator_user_id,
+        operator_user_id,
+        "settlement.note",
+        "settlement",
+        settlement.id,
+        {"note_id": entry.id},
+    )
     return entry
 
 
@@ -70,19 +64,17 @@ async def retry(operator_user_id: str, settlement_id: str) -> Settlement:
         raise Conflict(
             f"settlement is {settlement.status}; only an errored one can be retried"
         )
-    async with crud.transaction() as tx:
+    async with crud.audited(
+        operator_user_id,
+        operator_user_id,
+        "settlement.retry",
+        "settlement",
+        settlement.id,
+    ) as tx:
         if not await crud.set_settlement_status(
             tx, settlement.id, ["errored"], "pending"
         ):
             raise Conflict("settlement changed meanwhile; reload and try again")
-        await crud.add_audit(
-            tx,
-            operator_user_id,
-            operator_user_id,
-            "settlement.retry",
-            "settlement",
-            settlement.id,
-        )
     wake_engine()
     refreshed = await crud.get_settlement(settlement.id)
     assert refreshed
@@ -115,10 +107,9 @@ async def partial_dispense(
             settlement.fiat_amount_minor, dispensed_fraction
         )
     else:
-        try:
-            dispensed_minor = parse_fiat(dispensed_fiat or "", settlement.currency)
-        except FiatError as exc:
-            raise BadInput(f"dispensed_fiat: {exc}") from None
+        dispensed_minor = fiat_input(
+            dispensed_fiat or "", settlement.currency, "dispensed_fiat"
+        )
     if not 0 < dispensed_minor <= settlement.fiat_amount_minor:
         raise BadInput(
             "the dispensed amount must be above zero and at most the settlement's "
@@ -158,7 +149,14 @@ async def partial_dispense(
             f"{rescaled.fee_sats} sats (platform {settlement.platform_fee_sats} -> "
             f"{rescaled.platform_fee_sats})"
         )
-        async with crud.transaction() as tx:
+        async with crud.audited(
+            operator_user_id,
+            operator_user_id,
+            "settlement.partial_dispense",
+            "settlement",
+            settlement.id,
+            {"memo": memo},
+        ) as tx:
             await crud.void_open_legs(tx, settlement.id)
             await crud.rescale_settlement(
                 tx,
@@ -169,18 +167,9 @@ async def partial_dispense(
                 platform_fee_sats=rescaled.platform_fee_sats,
                 operator_fee_sats=rescaled.operator_fee_sats,
                 wire_sats=rescaled.wire_sats,
-                exchange_rate=rate_text(
+                exchange_rate=exchange_rate_text(
                     rescaled.principal_sats, rescaled.fiat_minor, settlement.currency
                 ),
-            )
-            await crud.add_audit(
-                tx,
-                operator_user_id,
-                operator_user_id,
-                "settlement.partial_dispense",
-                "settlement",
-                settlement.id,
-                {"memo": memo},
             )
     except BaseException:
         # A "processing" one we could claim had a dead worker's expired lease: put it

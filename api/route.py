@@ -1,6 +1,6 @@
 """Error shape of every route of the extension.
 
-api.md promises `{"detail": "<reason a person can act on>"}` with status 400 for
+docs/api.md promises `{"detail": "<reason a person can act on>"}` with status 400 for
 malformed input. FastAPI's validation error is a list of dicts; this route class turns
 it into one sentence naming each bad field, before LNbits' handlers see it.
 """
@@ -13,7 +13,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from .errors import DomainError
+from ..errors import DomainError
 
 
 def describe_validation_errors(errors: list[dict]) -> str:

@@ -1,0 +1,161 @@
+"""Intake: how an ATM transaction becomes a settlement row, exactly once.
+
+Every source (bitspire.py, lamassu/, manual entry in services/) builds a draft here
+and lands it; the engine (distribution.py) only ever reads what landed. A draft locks
+the platform fraction in force at that moment (docs/money.md, "Commission"); landing
+is an insert that the unique key (machine, source, external_id) makes idempotent, so
+seeing the same transaction again is harmless. Landing wakes the engine.
+"""
+
+import asyncio
+import json
+from decimal import Decimal
+from typing import Any, Optional
+
+from loguru import logger
+
+from . import crud
+from .calculations import exchange_rate_text, split_commission
+from .models import Machine, Settlement
+
+_wake = asyncio.Event()
+
+
+def wake_engine() -> None:
+    """Tell the engine loop there is work, without waiting for its next tick."""
+    _wake.set()
+
+
+async def wait_for_work(timeout: float) -> None:
+    """The engine's idle wait: returns when woken or after `timeout` seconds."""
+    try:
+        await asyncio.wait_for(_wake.wait(), timeout)
+    except asyncio.TimeoutError:
+        pass
+    _wake.clear()
+
+
+def settlement_draft(
+    *,
+    machine: Machine,
+    super_fee_fraction: Decimal,
+    source: str,
+    external_id: str,
+    tx_type: str,
+    fiat_amount_minor: int,
+    principal_sats: int,
+    fee_sats: int,
+    wire_sats: int,
+    fee_fraction: Optional[str] = None,
+    estimated: bool = False,
+    raw_payload: Optional[dict] = None,
+    payment_hash: Optional[str] = None,
+    external_created_at: Optional[int] = None,
+) -> Settlement:
+    """A pending settlement with the platform fraction in force now locked on it."""
+    commission = split_commission(fee_sats, super_fee_fraction, [])
+    return Settlement(
+        **_row_identity(machine, source, external_id, payment_hash),
+        tx_type=tx_type,
+        status="pending",
+        fiat_amount_minor=fiat_amount_minor,
+        wire_sats=wire_sats,
+        principal_sats=principal_sats,
+        fee_sats=fee_sats,
+        fee_fraction=fee_fraction,
+        super_fee_fraction=str(super_fee_fraction),
+        platform_fee_sats=commission.platform_fee_sats,
+        operator_fee_sats=commission.operator_fee_sats,
+        exchange_rate=exchange_rate_text(
+            principal_sats, fiat_amount_minor, machine.fiat_currency
+        ),
+        estimated=estimated,
+        raw_payload=json.dumps(raw_payload, default=str) if raw_payload else None,
+        external_created_at=external_created_at,
+    )
+
+
+def rejected_draft(
+    *,
+    machine: Machine,
+    source: str,
+    external_id: str,
+    reason: str,
+    raw_payload: Any,
+    payment_hash: Optional[str] = None,
+    tx_type: str = "cash_out",
+) -> Settlement:
+    """A malformed transaction kept as a `rejected` settlement: visible, never paid."""
+    return Settlement(
+        **_row_identity(machine, source, external_id, payment_hash),
+        tx_type=tx_type if tx_type in ("cash_out", "cash_in") else "cash_out",
+        status="rejected",
+        raw_payload=json.dumps(raw_payload, default=str)[:20000],
+        error=reason[:1000],
+    )
+
+
+def _row_identity(
+    machine: Machine, source: str, external_id: str, payment_hash: Optional[str]
+) -> dict[str, Any]:
+    """What every settlement row says of where it came from, and when it landed."""
+    moment = crud.now()
+    return {
+        "id": crud.new_id(),
+        "machine_id": machine.id,
+        "operator_user_id": machine.operator_user_id,
+        "currency": machine.fiat_currency,
+        "source": source,
+        "external_id": external_id,
+        "payment_hash": payment_hash,
+        "created_at": moment,
+        "updated_at": moment,
+    }
+
+
+async def current_super_fee_fraction() -> Decimal:
+    return Decimal((await crud.get_platform_config()).super_fee_fraction)
+
+
+async def land_batch(drafts: list[Settlement]) -> list[Settlement]:
+    """Record many transactions in one transaction (a catch-up): the new ones only."""
+    landed = await crud.insert_settlements_if_new(drafts)
+    for settlement in landed:
+        _log_landed(settlement)
+    if any(s.status == "pending" for s in landed):
+        wake_engine()
+    return landed
+
+
+async def land_settlement(*, machine: Machine, **fields: Any) -> Optional[Settlement]:
+    """Record one successful ATM transaction as a pending settlement, exactly once.
+
+    Returns the new settlement, or None when (machine, source, external_id) or the
+    payment was already known: seeing a transaction again is harmless.
+    """
+    draft = settlement_draft(
+        machine=machine, super_fee_fraction=await current_super_fee_fraction(), **fields
+    )
+    landed = await land_batch([draft])
+    return landed[0] if landed else None
+
+
+async def land_rejected(*, machine: Machine, **fields: Any) -> Optional[Settlement]:
+    """Keep a malformed transaction as a `rejected` settlement: visible, never paid."""
+    landed = await land_batch([rejected_draft(machine=machine, **fields)])
+    return landed[0] if landed else None
+
+
+def _log_landed(settlement: Settlement) -> None:
+    if settlement.status == "rejected":
+        logger.warning(
+            f"satmachineadmin: rejected {settlement.source} transaction "
+            f"{settlement.external_id} at machine {settlement.machine_id}: "
+            f"{settlement.error}"
+        )
+        return
+    logger.info(
+        f"satmachineadmin: settlement {settlement.id} landed from {settlement.source} "
+        f"({settlement.tx_type}, {settlement.principal_sats}+{settlement.fee_sats} "
+        f"sats) at machine {settlement.machine_id}"
+    )

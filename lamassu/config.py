@@ -1,0 +1,270 @@
+"""An operator's Lamassu configuration: validated, stored (password encrypted,
+write-only), tested, and shown with its poll status (docs/api.md, "Lamassu")."""
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from .. import crud
+from ..errors import BadInput, NotFound
+from ..models import iso
+from .connection import (
+    SSL_MODES,
+    DecryptError,
+    Target,
+    decrypt_password,
+    describe_failure,
+    encrypt_password,
+    forget_connection,
+    test_connection,
+)
+
+
+class LamassuConfig(BaseModel):
+    """One row of satmachineadmin.lamassu_config: settings plus poll status."""
+
+    operator_user_id: str
+    host: str
+    port: int = 5432
+    database_name: str
+    username: str
+    password_encrypted: str | None = None
+    sslmode: str = "prefer"
+    poll_interval_seconds: int = 60
+    lookback_hours: int = 72
+    enabled: bool = True
+    last_poll_at: int | None = None
+    last_success_at: int | None = None
+    last_error: str | None = None
+    last_found: int = 0
+    last_new: int = 0
+    unknown_devices: str = "{}"
+    newest_created_seen: int | None = None
+    consecutive_failures: int = 0
+    next_poll_at: int = 0
+    created_at: int
+    updated_at: int
+
+
+class LamassuConfigIn(BaseModel):
+    """PUT /lamassu/config and the optional body of POST /lamassu/test.
+
+    Types are loose on purpose: `validate_settings` checks every field and answers
+    with a sentence per problem. `password` is write-only; left out (or null) it keeps
+    the stored one, "" removes it.
+    """
+
+    host: Any = None
+    port: Any = 5432
+    database: Any = None
+    username: Any = None
+    password: Any = None
+    sslmode: Any = "prefer"
+    poll_interval_seconds: Any = 60
+    lookback_hours: Any = 72
+    enabled: Any = True
+
+    class Config:
+        extra = "forbid"
+
+
+def _text(value: Any, name: str, max_length: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadInput(f"{name}: required, a non-empty text")
+    value = value.strip()
+    if len(value) > max_length:
+        raise BadInput(f"{name}: at most {max_length} characters")
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise BadInput(f"{name}: may not contain spaces or control characters")
+    return value
+
+
+def _integer(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool):
+        raise BadInput(f"{name}: must be a whole number")
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", value):
+        value = int(value)
+    if not isinstance(value, int):
+        raise BadInput(f"{name}: must be a whole number")
+    if not low <= value <= high:
+        raise BadInput(f"{name}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def validate_settings(data: "LamassuConfigIn") -> dict[str, Any]:
+    """The connection and schedule columns of a configuration, each checked."""
+    sslmode = data.sslmode
+    if sslmode not in SSL_MODES:
+        raise BadInput(f"sslmode: must be one of {', '.join(SSL_MODES)}")
+    if not isinstance(data.enabled, bool):
+        raise BadInput("enabled: must be true or false")
+    if data.password is not None and (
+        not isinstance(data.password, str) or len(data.password) > 1024
+    ):
+        raise BadInput("password: must be a text of at most 1024 characters")
+    return {
+        "host": _text(data.host, "host", 255),
+        "port": _integer(data.port, "port", 1, 65535),
+        "database_name": _text(data.database, "database", 63),
+        "username": _text(data.username, "username", 63),
+        "sslmode": sslmode,
+        "poll_interval_seconds": _integer(
+            data.poll_interval_seconds, "poll_interval_seconds", 10, 86400
+        ),
+        "lookback_hours": _integer(data.lookback_hours, "lookback_hours", 1, 720),
+        "enabled": data.enabled,
+    }
+
+
+# ---------------------------------------------------------------- service
+
+
+async def get_config(operator_user_id: str) -> LamassuConfig | None:
+    row = await crud.get_lamassu_config_row(operator_user_id)
+    return LamassuConfig.parse_obj(dict(row)) if row else None
+
+
+async def require_config(operator_user_id: str) -> LamassuConfig:
+    config = await get_config(operator_user_id)
+    if config is None:
+        raise NotFound("Lamassu is not configured: PUT /lamassu/config first")
+    return config
+
+
+async def save_config(operator_user_id: str, data: LamassuConfigIn) -> LamassuConfig:
+    settings = validate_settings(data)
+    existing = await get_config(operator_user_id)
+    moment = crud.now()
+    if data.password is None:
+        encrypted = existing.password_encrypted if existing else None
+    else:
+        encrypted = encrypt_password(data.password)
+    base = existing.dict() if existing else {}
+    config = LamassuConfig(
+        **{
+            **base,
+            "operator_user_id": operator_user_id,
+            **settings,
+            "password_encrypted": encrypted,
+            # New settings are tried at once, without the old backoff.
+            "consecutive_failures": 0,
+            "next_poll_at": 0,
+            "created_at": existing.created_at if existing else moment,
+            "updated_at": moment,
+        }
+    )
+    audit = {
+        "host": settings["host"],
+        "port": settings["port"],
+        "database": settings["database_name"],
+        "username": settings["username"],
+        "sslmode": settings["sslmode"],
+        "poll_interval_seconds": settings["poll_interval_seconds"],
+        "lookback_hours": settings["lookback_hours"],
+        "enabled": settings["enabled"],
+        "password_changed": data.password is not None,
+    }
+    await forget_connection(operator_user_id)
+    async with crud.audited(
+        operator_user_id,
+        operator_user_id,
+        "lamassu.config",
+        "lamassu_config",
+        operator_user_id,
+        audit,
+    ) as tx:
+        await crud.upsert_lamassu_config(tx, config.dict(), insert=existing is None)
+    return config
+
+
+async def target_for_test(
+    operator_user_id: str, data: LamassuConfigIn | None
+) -> Target:
+    """The stored settings, or those in the request (its password, else the stored)."""
+    existing = await get_config(operator_user_id)
+    if data is None:
+        if existing is None:
+            raise NotFound("Lamassu is not configured: PUT /lamassu/config first")
+        return Target.of(existing)
+    password = data.password if isinstance(data.password, str) else ""
+    return Target.of(validate_settings(data), password)
+
+
+async def run_test(operator_user_id: str, data: LamassuConfigIn | None) -> dict:
+    target = await target_for_test(operator_user_id, data)
+    if not (data is not None and isinstance(data.password, str)):
+        existing = await get_config(operator_user_id)
+        try:
+            target.password = decrypt_password(
+                existing.password_encrypted if existing else None
+            )
+        except DecryptError as exc:
+            return {
+                "ok": False,
+                "checks": [{"name": "config", "ok": False, "message": str(exc)}],
+                "server_time": None,
+                "transactions_visible": None,
+                "fixed_fee_column": None,
+            }
+    try:
+        return await test_connection(target)
+    except Exception as exc:  # never let a password-bearing traceback escape
+        name, message = describe_failure(exc, target)
+        return {
+            "ok": False,
+            "checks": [{"name": name, "ok": False, "message": message}],
+            "server_time": None,
+            "transactions_visible": None,
+            "fixed_fee_column": None,
+        }
+
+
+# ---------------------------------------------------------------- API shapes
+
+
+def config_out(config: LamassuConfig) -> dict:
+    return {
+        "host": config.host,
+        "port": config.port,
+        "database": config.database_name,
+        "username": config.username,
+        "password_set": bool(config.password_encrypted),
+        "sslmode": config.sslmode,
+        "poll_interval_seconds": config.poll_interval_seconds,
+        "lookback_hours": config.lookback_hours,
+        "enabled": config.enabled,
+        "created_at": iso(config.created_at),
+        "updated_at": iso(config.updated_at),
+    }
+
+
+def status_out(config: LamassuConfig | None) -> dict:
+    if config is None:
+        return {"configured": False}
+    try:
+        unknown = json.loads(config.unknown_devices or "{}")
+    except ValueError:
+        unknown = {}
+    return {
+        "configured": True,
+        "enabled": config.enabled,
+        "host": config.host,
+        "port": config.port,
+        "database": config.database_name,
+        "poll_interval_seconds": config.poll_interval_seconds,
+        "lookback_hours": config.lookback_hours,
+        "last_poll_at": iso(config.last_poll_at),
+        "last_success_at": iso(config.last_success_at),
+        "last_error": config.last_error,
+        "last_found": config.last_found,
+        "last_new": config.last_new,
+        "unknown_devices": [
+            {"device_id": device, **info} for device, info in unknown.items()
+        ],
+        "newest_created_seen": iso(config.newest_created_seen),
+        "consecutive_failures": config.consecutive_failures,
+        "next_poll_at": iso(config.next_poll_at) if config.next_poll_at else None,
+        "healthy": config.last_error is None and config.last_success_at is not None,
+    }

@@ -1,0 +1,150 @@
+"""Small balances, the operator's side (docs/money.md, "Small-balance settlement"):
+settle an LP's balance now, configure automatic settlement; and the fixed-mode
+schedule of a machine (docs/money.md, "Fixed mode"). The legs themselves are built
+and paid by engine/small_balances.py and engine/fixed_mode.py.
+"""
+
+import json
+from typing import Optional
+
+from .. import crud
+from ..calculations import fiat_to_sats, format_fiat
+from ..engine import fixed_mode
+from ..engine.rates import current_rate
+from ..engine.small_balances import settlement_leg, write_and_pay
+from ..errors import BadInput, Conflict, Refused
+from ..inputs import decimal_value, fiat_input
+from ..models import Leg, Machine
+from .access import operator_client, operator_machine, owned_wallet
+
+
+async def settle_client(
+    operator_user_id: str,
+    client_id: str,
+    funding_wallet_id: str,
+    exchange_rate: Optional[str],
+    amount_fiat: Optional[str],
+    request_key: Optional[str] = None,
+) -> Leg:
+    client_row = await operator_client(operator_user_id, client_id)
+    machine = await operator_machine(operator_user_id, client_row.machine_id)
+    await owned_wallet(operator_user_id, funding_wallet_id, "funding_wallet_id")
+    client = await crud.get_client_with_prefs(client_row.id)
+    assert client
+    if not client.wallet_id:
+        raise Refused("this LP has not set a destination wallet yet")
+    remaining = client.remaining_minor
+    if remaining <= 0:
+        raise Refused("this LP has no remaining balance to settle")
+    fiat = remaining
+    if amount_fiat is not None:
+        fiat = fiat_input(amount_fiat, machine.fiat_currency, "amount_fiat")
+        if fiat <= 0:
+            raise BadInput("amount_fiat: must be greater than zero")
+        if fiat > remaining:
+            currency = machine.fiat_currency
+            raise Refused(
+                f"amount_fiat {format_fiat(fiat, currency)} is more than the "
+                f"remaining balance {format_fiat(remaining, currency)}"
+            )
+    stated = None
+    if exchange_rate is not None:
+        stated = decimal_value(
+            exchange_rate, "exchange_rate: must be a decimal (sats per fiat unit)"
+        )
+        if not stated.is_finite() or stated <= 0 or stated > 10**9:
+            raise BadInput(
+                "exchange_rate: must be a positive number of sats per fiat unit"
+            )
+    quote = await current_rate(machine, stated)
+    if quote is None:
+        raise Refused(
+            "no exchange rate is available right now: state one (exchange_rate)"
+        )
+    rate, origin = quote
+    if fiat_to_sats(fiat, rate, machine.fiat_currency) <= 0:
+        raise Refused("that amount is worth less than one sat at this rate")
+    key = f"settle:{client.id}:{request_key or crud.new_id()}"
+    leg = settlement_leg(machine, client, key, fiat, rate, origin, funding_wallet_id)
+    return await write_and_pay(leg, operator_user_id)
+
+
+def validate_auto_settlement(
+    enabled: bool, threshold_type: Optional[str], threshold_value: Optional[str]
+) -> Optional[str]:
+    if not enabled:
+        return threshold_value
+    if threshold_type not in ("absolute", "percent"):
+        raise BadInput("threshold_type: must be 'absolute' or 'percent'")
+    value = decimal_value(threshold_value, "threshold_value: must be a decimal")
+    if not value.is_finite() or value <= 0:
+        raise BadInput("threshold_value: must be greater than zero")
+    if threshold_type == "percent" and value > 100:
+        raise BadInput("threshold_value: a percentage is at most 100")
+    return format(value, "f")
+
+
+async def configure_auto_settlement(
+    operator_user_id: str,
+    machine_id: str,
+    enabled: bool,
+    threshold_type: Optional[str],
+    threshold_value: Optional[str],
+    funding_wallet_id: Optional[str],
+) -> Machine:
+    machine = await operator_machine(operator_user_id, machine_id)
+    value = validate_auto_settlement(enabled, threshold_type, threshold_value)
+    if enabled:
+        if not funding_wallet_id:
+            raise BadInput(
+                "funding_wallet_id: required when auto-settlement is enabled"
+            )
+        await owned_wallet(operator_user_id, funding_wallet_id, "funding_wallet_id")
+        if threshold_type == "absolute":
+            fiat_input(value or "", machine.fiat_currency, "threshold_value")
+    elif funding_wallet_id:
+        await owned_wallet(operator_user_id, funding_wallet_id, "funding_wallet_id")
+    async with crud.audited(
+        operator_user_id,
+        operator_user_id,
+        "machine.auto_settlement",
+        "machine",
+        machine.id,
+        {
+            "enabled": enabled,
+            "threshold_type": threshold_type,
+            "threshold_value": value,
+            "funding_wallet_id": funding_wallet_id,
+        },
+    ) as tx:
+        await crud.save_auto_settlement(
+            tx, machine.id, enabled, threshold_type, value, funding_wallet_id
+        )
+    updated = await crud.get_machine(machine.id)
+    assert updated
+    return updated
+
+
+async def set_fixed_schedule(
+    operator_user_id: str, machine_id: str, times: list[str], timezone: str
+) -> Machine:
+    machine = await operator_machine(operator_user_id, machine_id)
+    slots, zone = fixed_mode.validate_schedule(times, timezone)
+    async with crud.audited(
+        operator_user_id,
+        operator_user_id,
+        "machine.fixed_schedule",
+        "machine",
+        machine.id,
+        {"times": slots, "timezone": zone},
+    ) as tx:
+        await crud.save_fixed_schedule(tx, machine.id, json.dumps(slots), zone)
+    return await operator_machine(operator_user_id, machine_id)
+
+
+async def run_fixed_slot(operator_user_id: str, machine_id: str) -> list[Leg]:
+    """Pay the machine's current fixed-mode slot now, if it was not paid yet."""
+    machine = await operator_machine(operator_user_id, machine_id)
+    if not json.loads(machine.fixed_times or "[]"):
+        raise Conflict("this machine has no fixed-mode schedule (PUT fixed-schedule)")
+    return await fixed_mode.run_slot(machine)
