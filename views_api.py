@@ -6,7 +6,6 @@ the route class (api/route.py) as `{"detail": reason}` with their status.
 """
 
 from datetime import datetime
-from decimal import Decimal
 from http import HTTPStatus
 from typing import Optional
 
@@ -88,17 +87,9 @@ def leg_filters(
     limit: int = Query(500, ge=1, le=10_000),
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> LegFilters:
-    return LegFilters(
-        machine_id=machine_id,
-        client_id=client_id,
-        leg_type=leg_type,
-        status=status,
-        settlement_id=settlement_id,
-        since=epoch(since),
-        until=epoch(until),
-        limit=limit,
-        offset=offset,
-    )
+    # Every parameter is a filter of the same name; the two times go in as epochs.
+    given = dict(locals())
+    return LegFilters(**{**given, "since": epoch(since), "until": epoch(until)})
 
 
 satmachineadmin_api_router = APIRouter(prefix="/api/v1", route_class=ExtensionRoute)
@@ -198,14 +189,7 @@ async def api_settle_client(
     idempotency_key: Optional[str] = Header(None, max_length=100),
     operator: str = Depends(operator_writer),
 ) -> LegOut:
-    leg = await settle.settle_client(
-        operator,
-        client_id,
-        data.funding_wallet_id,
-        data.exchange_rate,
-        data.amount_fiat,
-        idempotency_key,
-    )
+    leg = await settle.settle_client(operator, client_id, data, idempotency_key)
     return leg_out(leg)
 
 
@@ -250,14 +234,7 @@ async def api_list_deposits(
 async def api_auto_settlement(
     machine_id: str, data: AutoSettlementIn, operator: str = Depends(operator_writer)
 ) -> MachineOut:
-    machine = await settle.configure_auto_settlement(
-        operator,
-        machine_id,
-        data.enabled,
-        data.threshold_type,
-        data.threshold_value,
-        data.funding_wallet_id,
-    )
+    machine = await settle.configure_auto_settlement(operator, machine_id, data)
     return machine_out(machine)
 
 
@@ -343,20 +320,7 @@ async def api_list_settlements(
 async def api_manual_settlement(
     data: ManualSettlementIn, operator: str = Depends(operator_writer)
 ) -> SettlementOut:
-    rate = None
-    if data.exchange_rate is not None:
-        rate = Decimal(data.exchange_rate)
-    settlement = await manual.enter_settlement(
-        operator,
-        machine_id=data.machine_id,
-        tx_type=data.tx_type,
-        external_id=data.external_id,
-        fiat_amount=data.fiat_amount,
-        principal_sats=data.principal_sats,
-        fee_sats=data.fee_sats,
-        exchange_rate=rate,
-        notes=data.notes,
-    )
+    settlement = await manual.enter_settlement(operator, data)
     return settlement_out(settlement, await crud.list_notes(settlement.id))
 
 
@@ -389,12 +353,7 @@ async def api_partial_dispense(
     data: PartialDispenseIn,
     operator: str = Depends(operator_writer),
 ) -> SettlementOut:
-    fraction = (
-        None if data.dispensed_fraction is None else Decimal(data.dispensed_fraction)
-    )
-    settlement = await corrections.partial_dispense(
-        operator, settlement_id, fraction, data.dispensed_fiat
-    )
+    settlement = await corrections.partial_dispense(operator, settlement_id, data)
     return settlement_out(settlement, await crud.list_notes(settlement.id))
 
 

@@ -21,7 +21,7 @@ import time
 import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import httpx
 
@@ -235,31 +235,25 @@ def add_lp(
         key=wallet["adminkey"],
         body={"wallet_id": wallet["id"], "dca_mode": "flow"},
     )
-    client = api.call(
-        "POST",
-        f"{API}/clients",
-        key=operator_wallet["adminkey"],
-        body={
-            "machine_id": machine["id"],
-            "user_id": api.user_id(token),
-            "username": name,
-        },
+
+    def as_operator(path: str, body: Optional[dict] = None) -> dict:
+        return api.call(
+            "POST", f"{API}{path}", key=operator_wallet["adminkey"], body=body
+        )
+
+    client = as_operator(
+        "/clients",
+        {"machine_id": machine["id"], "user_id": api.user_id(token), "username": name},
     )
-    deposit = api.call(
-        "POST",
-        f"{API}/deposits",
-        key=operator_wallet["adminkey"],
-        body={
+    deposit = as_operator(
+        "/deposits",
+        {
             "client_id": client["id"],
             "amount": amount,
             "notes": "cash handed over (demo)",
         },
     )
-    api.call(
-        "POST",
-        f"{API}/deposits/{deposit['id']}/confirm",
-        key=operator_wallet["adminkey"],
-    )
+    as_operator(f"/deposits/{deposit['id']}/confirm")
 
 
 def cash_out_extra(fiat: str) -> dict:

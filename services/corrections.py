@@ -6,7 +6,6 @@ re-opens what failed, and a partial dispense is refused once any leg has been pa
 """
 
 from decimal import Decimal
-from typing import Optional
 
 from .. import crud
 from ..calculations import (
@@ -20,7 +19,7 @@ from ..engine.payouts import reconcile_leg
 from ..errors import BadInput, Conflict, Refused
 from ..inputs import fiat_input
 from ..intake import wake_engine
-from ..models import Settlement, SettlementNote
+from ..models import PartialDispenseIn, Settlement, SettlementNote
 from .access import operator_settlement
 
 
@@ -82,11 +81,12 @@ async def retry(operator_user_id: str, settlement_id: str) -> Settlement:
 
 
 async def partial_dispense(
-    operator_user_id: str,
-    settlement_id: str,
-    dispensed_fraction: Optional[Decimal],
-    dispensed_fiat: Optional[str],
+    operator_user_id: str, settlement_id: str, data: PartialDispenseIn
 ) -> Settlement:
+    dispensed_fiat = data.dispensed_fiat
+    dispensed_fraction = (
+        None if data.dispensed_fraction is None else Decimal(data.dispensed_fraction)
+    )
     settlement = await operator_settlement(operator_user_id, settlement_id)
     if (dispensed_fraction is None) == (dispensed_fiat is None):
         raise BadInput("give exactly one of dispensed_fraction or dispensed_fiat")

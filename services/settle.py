@@ -14,18 +14,21 @@ from ..engine.rates import current_rate
 from ..engine.small_balances import settlement_leg, write_and_pay
 from ..errors import BadInput, Conflict, Refused
 from ..inputs import decimal_value, fiat_input
-from ..models import Leg, Machine
+from ..models import AutoSettlementIn, Leg, Machine, SettleIn
 from .access import operator_client, operator_machine, owned_wallet
 
 
 async def settle_client(
     operator_user_id: str,
     client_id: str,
-    funding_wallet_id: str,
-    exchange_rate: Optional[str],
-    amount_fiat: Optional[str],
+    data: SettleIn,
     request_key: Optional[str] = None,
 ) -> Leg:
+    """Pay all or part of the LP's remaining balance from the operator's funding
+    wallet; `request_key` (the Idempotency-Key header) makes a retried request land on
+    the same leg instead of paying again."""
+    funding_wallet_id = data.funding_wallet_id
+    exchange_rate, amount_fiat = data.exchange_rate, data.amount_fiat
     client_row = await operator_client(operator_user_id, client_id)
     machine = await operator_machine(operator_user_id, client_row.machine_id)
     await owned_wallet(operator_user_id, funding_wallet_id, "funding_wallet_id")
@@ -85,13 +88,10 @@ def validate_auto_settlement(
 
 
 async def configure_auto_settlement(
-    operator_user_id: str,
-    machine_id: str,
-    enabled: bool,
-    threshold_type: Optional[str],
-    threshold_value: Optional[str],
-    funding_wallet_id: Optional[str],
+    operator_user_id: str, machine_id: str, data: AutoSettlementIn
 ) -> Machine:
+    enabled, threshold_type = data.enabled, data.threshold_type
+    threshold_value, funding_wallet_id = data.threshold_value, data.funding_wallet_id
     machine = await operator_machine(operator_user_id, machine_id)
     value = validate_auto_settlement(enabled, threshold_type, threshold_value)
     if enabled:
