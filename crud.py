@@ -846,27 +846,54 @@ def _received(leg: Leg, status: str) -> int:
     return 0
 
 
+class BalanceShort(Exception):
+    """A leg asked for more of an LP's balance than remains: nothing was written
+    (the transaction it ran in rolls back)."""
+
+
+# A reservation is a conditional UPDATE: the balance check and the write are one
+# statement, so two writers (two requests, two LNbits processes) can never both spend
+# the same fiat. On PostgreSQL a CHECK constraint (m002) says the same.
+_RESERVE = """
+    UPDATE satmachineadmin.clients
+    SET reserved_minor = reserved_minor + :reserved,
+        sats_received = sats_received + :sats,
+        cycle_complete = CASE
+            WHEN deposits_minor > 0 AND deposits_minor <= reserved_minor + :reserved
+            THEN TRUE ELSE FALSE END,
+        updated_at = :now
+    WHERE id = :id AND deposits_minor - reserved_minor >= :reserved
+"""
+
+
 async def insert_leg(tx: Tx, leg: Leg) -> bool:
-    """Write a leg (and what it reserves of its LP's balance) unless its key exists."""
-    existing = await tx.fetchone(
-        "SELECT id FROM satmachineadmin.legs WHERE idempotency_key = :key",
-        {"key": leg.idempotency_key},
+    """Write a leg unless its idempotency key exists (False), and reserve what it
+    takes of its LP's balance in the same transaction. A balance that no longer
+    covers the leg raises BalanceShort."""
+    written = await tx.execute(
+        insert_query("satmachineadmin.legs", leg)
+        + " ON CONFLICT (idempotency_key) DO NOTHING",
+        model_to_dict(leg),
     )
-    if existing:
+    if written != 1:
         return False
-    await tx.insert("satmachineadmin.legs", leg)
     reserved = _reserves(leg, leg.status)
     sats = _received(leg, leg.status)
     if leg.client_id and (reserved or sats):
-        await add_client_totals(
-            tx, leg.client_id, reserved_minor=reserved, sats_received=sats
-        )
+        values = _totals(leg.client_id, reserved=reserved, sats=sats)
+        if await tx.execute(_RESERVE, values) != 1:
+            raise BalanceShort(
+                f"LP {leg.client_id} no longer has {leg.amount_fiat_minor} (minor "
+                "units) of remaining balance"
+            )
     return True
 
 
 async def insert_plan(tx: Tx, legs: Sequence[Leg]) -> None:
     """Write a whole plan in two batched statements: its legs, and the balance they
-    reserve. The unique idempotency key makes a replayed plan fail as a whole."""
+    reserve. The unique idempotency key makes a replayed plan fail as a whole; a plan
+    that would take more than an LP has raises BalanceShort (planning locks the LPs'
+    rows, so this is a guard, not a path)."""
     if not legs:
         return
     await tx.execute_many(
@@ -874,6 +901,19 @@ async def insert_plan(tx: Tx, legs: Sequence[Leg]) -> None:
         [model_to_dict(leg) for leg in legs],
     )
     await _move_client_totals(tx, legs, None)
+    client_ids = sorted(
+        {leg.client_id for leg in legs if leg.client_id and _reserves(leg, leg.status)}
+    )
+    if client_ids:
+        keys = {f"c{i}": c for i, c in enumerate(client_ids)}
+        marks = ", ".join(f":{k}" for k in keys)
+        over: Any = await tx.fetchone(
+            "SELECT COUNT(*) AS n FROM satmachineadmin.clients "
+            f"WHERE id IN ({marks}) AND reserved_minor > deposits_minor",
+            keys,
+        )
+        if over and int(over["n"]):
+            raise BalanceShort("a plan would reserve more than an LP's balance")
 
 
 async def _move_client_totals(
@@ -959,6 +999,41 @@ async def set_leg_payments(
     return stored
 
 
+async def fence_payment(
+    leg_id: str,
+    payment_hash: str,
+    settlement_id: Optional[str],
+    token: Optional[str],
+    deadline: int,
+) -> bool:
+    """The compare-and-swap before a leg's payment: the leg is still `pending` with
+    the invoice its worker stored, and that worker still holds the claim it planned
+    under until at least `deadline` (the settlement's claim token, or for a
+    standalone leg its own lease). False: pay nothing."""
+    if settlement_id is not None:
+        held = (
+            "settlement_id = :sid AND EXISTS (SELECT 1 FROM satmachineadmin.settlements"
+            " s WHERE s.id = :sid AND s.claim_token = :token "
+            "AND s.status = 'processing' AND s.claimed_until >= :deadline)"
+        )
+    else:
+        held = "claimed_until >= :deadline"
+    changed = await db.execute(
+        "UPDATE satmachineadmin.legs SET updated_at = :now "
+        "WHERE id = :id AND status = 'pending' AND payment_hash = :hash "
+        f"AND {held}",
+        {
+            "id": leg_id,
+            "hash": payment_hash,
+            "sid": settlement_id,
+            "token": token,
+            "deadline": deadline,
+            "now": now(),
+        },
+    )
+    return changed.rowcount == 1
+
+
 async def complete_paid_legs(legs: Sequence[Leg]) -> set[str]:
     """Mark legs LNbits has just paid `completed` (with their LPs' totals), in one
     transaction. Each moves only from `pending` with the invoice it was paid by, so a
@@ -1032,22 +1107,29 @@ async def transition_leg(
 
 
 async def void_open_legs(tx: Tx, settlement_id: str) -> int:
+    """Void the legs of a settlement that were never paid, releasing what they
+    reserved. Each is a compare-and-swap on its status: a leg that completed
+    meanwhile is never voided."""
     legs = await tx.fetchall(
         "SELECT * FROM satmachineadmin.legs WHERE settlement_id = :id "
         "AND status IN ('pending', 'failed', 'skipped')",
         {"id": settlement_id},
         Leg,
     )
+    voided = 0
     for leg in legs:
-        await tx.execute(
+        changed = await tx.execute(
             "UPDATE satmachineadmin.legs SET status = 'voided', updated_at = :now "
-            "WHERE id = :id",
-            {"id": leg.id, "now": now()},
+            "WHERE id = :id AND status = :status",
+            {"id": leg.id, "status": leg.status, "now": now()},
         )
+        if changed != 1:
+            continue
+        voided += 1
         released = _reserves(leg, leg.status)
         if leg.client_id and released:
             await add_client_totals(tx, leg.client_id, reserved_minor=-released)
-    return len(legs)
+    return voided
 
 
 async def count_completed_legs(settlement_id: str) -> int:

@@ -22,7 +22,13 @@ from . import crud
 from .calculations import retry_delay
 from .engine import payouts
 from .engine.faults import EngineCrash, checkpoint
-from .engine.payouts import forward_landed_legs, pay_legs, reconcile_leg
+from .engine.payouts import (
+    Claim,
+    ClaimLost,
+    forward_landed_legs,
+    pay_legs,
+    reconcile_leg,
+)
 from .engine.planning import ensure_plan
 from .engine.small_balances import auto_settle_after
 from .intake import wake_engine
@@ -50,12 +56,15 @@ async def process_settlement(settlement_id: str) -> Optional[str]:
         legs = await ensure_plan(settlement, machine)
         checkpoint("after_plan")
         extended_at = time.monotonic()
+        claim = Claim(token, LEASE_SECONDS)
 
         async def keep_claim() -> None:
-            # Renew the lease well before it runs out, not after every payment.
+            # Renew the lease well before it runs out, not after every payment; a
+            # renewal refused means another worker owns the settlement now.
             nonlocal extended_at
             if time.monotonic() - extended_at > LEASE_SECONDS / 4:
-                await crud.extend_claim(settlement_id, token, LEASE_SECONDS)
+                if not await crud.extend_claim(settlement_id, token, LEASE_SECONDS):
+                    raise ClaimLost(f"settlement {settlement_id}: lease lost")
                 extended_at = time.monotonic()
 
         open_at = [
@@ -64,12 +73,16 @@ async def process_settlement(settlement_id: str) -> Optional[str]:
         for start in range(0, len(open_at), payouts.PAY_BATCH):
             batch = open_at[start : start + payouts.PAY_BATCH]
             # pay_legs returns the rows as they now stand: nothing is read back.
-            paid = await pay_legs([legs[i] for i in batch], keep_claim)
+            paid = await pay_legs([legs[i] for i in batch], claim, keep_claim)
             for i, leg in zip(batch, paid, strict=True):
                 legs[i] = leg
-        await forward_landed_legs(settlement_id, legs)
+        await forward_landed_legs(settlement_id, legs, claim)
     except EngineCrash:
         raise
+    except ClaimLost as exc:
+        # Not ours any more: no outcome is written (the new owner writes it).
+        logger.warning(f"satmachineadmin: {exc}; this worker stops paying")
+        return None
     except Exception as exc:
         logger.exception(f"satmachineadmin: settlement {settlement_id} errored")
         await _finish_errored(settlement, token, f"engine error: {exc}")

@@ -314,3 +314,65 @@ async def m001_initial_schema(db: Database) -> None:
     await _index(
         db, "audit_log_operator_ix", "audit_log", "operator_user_id, created_at"
     )
+
+
+async def m002_every_sat_held_by_the_database(db: Database) -> None:
+    """Invariants the database holds, not Python (docs/operations.md, "Upgrade").
+
+    - transaction_keys: one row per real-world transaction, claimed in the same
+      transaction as the settlement that pays it. A Lamassu id is claimed once per
+      operator (whatever machine its device is or was linked to), a bitSpire id once
+      per machine; a manual entry claims its reference under both, so it collides
+      with either. Backfilled from the settlements already landed.
+    - machines.rate_band_percent: how far (in percent) a bitSpire or manual
+      settlement's rate may stray from the machine's recent rate before it is held.
+    - lamassu_config.cursor_at / start_at: the poller resumes from where it stopped
+      (after any outage), and the operator says where the very first poll starts.
+    - PostgreSQL: reserved_minor never exceeds deposits_minor (NOT VALID: rows an
+      earlier version overspent stay readable; every new write is checked).
+    """
+    big = db.big_int
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.transaction_keys (
+            key TEXT PRIMARY KEY,
+            operator_user_id TEXT NOT NULL,
+            settlement_id TEXT NOT NULL,
+            created_at {big} NOT NULL
+        );
+        """
+    )
+    backfill = {
+        "lamassu": "'lamassu:' || operator_user_id || ':' || external_id",
+        "bitspire": "'bitspire:' || machine_id || ':' || external_id",
+        "manual": "'manual:' || machine_id || ':' || external_id",
+    }
+    for source, key in backfill.items():
+        # The oldest settlement keeps the key; a later duplicate (the very bug this
+        # table closes) stays as it is, visible in the history.
+        await db.execute(
+            f"""
+            INSERT INTO satmachineadmin.transaction_keys
+                (key, operator_user_id, settlement_id, created_at)
+            SELECT {key}, operator_user_id, id, created_at
+            FROM satmachineadmin.settlements
+            WHERE source = '{source}' AND status <> 'rejected'
+            ORDER BY created_at, id
+            ON CONFLICT (key) DO NOTHING
+            """
+        )
+    await db.execute(
+        "ALTER TABLE satmachineadmin.machines ADD COLUMN rate_band_percent TEXT"
+    )
+    await db.execute(
+        f"ALTER TABLE satmachineadmin.lamassu_config ADD COLUMN cursor_at {big}"
+    )
+    await db.execute(
+        f"ALTER TABLE satmachineadmin.lamassu_config ADD COLUMN start_at {big}"
+    )
+    if db.type != SQLITE:
+        await db.execute(
+            "ALTER TABLE satmachineadmin.clients "
+            "ADD CONSTRAINT clients_reserved_within_deposits "
+            "CHECK (reserved_minor <= deposits_minor) NOT VALID"
+        )

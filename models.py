@@ -25,7 +25,9 @@ DcaMode = Literal["flow", "fixed"]
 DepositStatus = Literal["pending", "confirmed", "cancelled"]
 SettlementSource = Literal["bitspire", "lamassu", "manual"]
 TxType = Literal["cash_out", "cash_in"]
-SettlementStatus = Literal["pending", "processing", "processed", "errored", "rejected"]
+SettlementStatus = Literal[
+    "pending", "processing", "processed", "errored", "rejected", "held"
+]
 LegType = Literal[
     "super_fee", "operator_split", "dca", "autoforward", "fixed", "settlement"
 ]
@@ -86,6 +88,9 @@ class Machine(BaseModel):
     auto_settle_threshold_value: Optional[str] = None
     auto_settle_funding_wallet_id: Optional[str] = None
     sweep_cursor: int = 0
+    # Percent a settlement's rate may differ from the machine's recent rate before it
+    # is held for the operator (None: DEFAULT_RATE_BAND_PERCENT).
+    rate_band_percent: Optional[str] = None
     created_at: int
     updated_at: int
 

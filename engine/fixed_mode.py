@@ -101,8 +101,14 @@ async def run_slot(
         leg = await _plan_leg(machine, client, slot, key, quote)
         if leg is None:
             continue
-        async with crud.transaction() as tx:
-            inserted = await crud.insert_leg(tx, leg)
+        try:
+            async with crud.transaction() as tx:
+                inserted = await crud.insert_leg(tx, leg)
+        except crud.BalanceShort:
+            # Another writer spent the balance since it was read: the slot stays
+            # unpaid and the next tick plans it again from what remains.
+            logger.info(f"satmachineadmin: fixed slot of {client.id} waits: {key}")
+            continue
         if not inserted:
             continue
         if leg.status == "pending":

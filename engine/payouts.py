@@ -10,6 +10,7 @@ internal invoice twice, a second guard under the first.
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Optional
 
 from lnbits.bolt11 import decode as decode_bolt11
@@ -178,20 +179,50 @@ async def _fail(leg: Leg, reason: str) -> Leg:
 PAY_BATCH = 50
 
 
-async def pay_leg(leg: Leg) -> Leg:
-    return (await pay_legs([leg]))[0]
+class ClaimLost(Exception):
+    """The worker no longer holds the claim its legs were planned under (its lease ran
+    out while it stalled, and another worker or a correction took over): it must not
+    pay anything more. What it already paid is recorded; the new owner goes on."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What entitles a worker to pay: the settlement's claim token (settlement and
+    autoforward legs), or None for a standalone leg's own lease. Each payment needs
+    at least half the lease left, so a live worker always passes and a stalled one
+    whose lease could lapse mid-payment never starts one."""
+
+    token: Optional[str]
+    lease_seconds: int
+
+    async def fence(self, leg: Leg) -> bool:
+        return await crud.fence_payment(
+            leg.id,
+            leg.payment_hash or "",
+            leg.settlement_id if self.token else None,
+            self.token,
+            crud.now() + self.lease_seconds // 2,
+        )
+
+
+async def pay_leg(leg: Leg, claim: Claim) -> Leg:
+    return (await pay_legs([leg], claim))[0]
 
 
 async def pay_legs(
-    legs: list[Leg], after_each: Optional[Callable[[], Awaitable[None]]] = None
+    legs: list[Leg],
+    claim: Claim,
+    after_each: Optional[Callable[[], Awaitable[None]]] = None,
 ) -> list[Leg]:
     """Pay a batch of legs; returns each row as it now stands, in the same order.
 
     The three steps of every leg keep their order (invoice stored, paid, outcome
     recorded), batch-wide: all invoices are stored before the first payment, and
     a crash between a payment and its recorded outcome is what `reconcile_leg`
-    repairs. The caller holds whatever claim covers the legs; `after_each` runs
-    after every payment (to keep that claim alive).
+    repairs. Every payment is preceded by a compare-and-swap (`claim.fence`): the
+    leg still open with the invoice this worker stored, under the claim it holds;
+    if not, ClaimLost, after recording what was paid. `after_each` runs after every
+    payment (to keep that claim alive; it raises ClaimLost when it cannot).
     """
     result = list(legs)
     fresh: list[int] = []  # positions of legs that need a new invoice
@@ -234,16 +265,7 @@ async def pay_legs(
             )
             result[i] = await _reload(result[i])
     checkpoint("after_invoice")
-    paid: list[int] = []
-    for i in sorted(ready):
-        outcome = await _pay_stored_invoice(result[i])
-        if outcome is None:
-            paid.append(i)
-            checkpoint("after_payment")
-        else:
-            result[i] = outcome
-        if after_each is not None:
-            await after_each()
+    paid = await _pay_in_order(result, sorted(ready), claim, after_each)
     checkpoint("before_outcome")
     completed = await crud.complete_paid_legs([result[i] for i in paid])
     moment = crud.now()
@@ -261,6 +283,33 @@ async def pay_legs(
         else:
             result[i] = await _reload(result[i])
     return result
+
+
+async def _pay_in_order(
+    result: list[Leg],
+    ready: list[int],
+    claim: Claim,
+    after_each: Optional[Callable[[], Awaitable[None]]],
+) -> list[int]:
+    """Pay the legs at `ready`, each fenced; the positions LNbits paid. Legs that
+    failed are replaced in `result` by their rows as they now stand."""
+    paid: list[int] = []
+    try:
+        for i in ready:
+            if not await claim.fence(result[i]):
+                raise ClaimLost(f"leg {result[i].id}: claim lost before its payment")
+            outcome = await _pay_stored_invoice(result[i])
+            if outcome is None:
+                paid.append(i)
+                checkpoint("after_payment")
+            else:
+                result[i] = outcome
+            if after_each is not None:
+                await after_each()
+    except ClaimLost:
+        await crud.complete_paid_legs([result[i] for i in paid])
+        raise
+    return paid
 
 
 async def _open_for_payment(leg: Leg) -> Leg:
@@ -324,7 +373,9 @@ async def _reload(leg: Leg) -> Leg:
     return refreshed
 
 
-async def forward_landed_legs(settlement_id: str, legs: list[Leg]) -> None:
+async def forward_landed_legs(
+    settlement_id: str, legs: list[Leg], claim: Claim
+) -> None:
     """Autoforward: after an LP's leg lands, send it on to their Lightning address.
 
     `legs` are the settlement's legs as they stand now. On failure the sats simply
@@ -375,7 +426,7 @@ async def forward_landed_legs(settlement_id: str, legs: list[Leg]) -> None:
         async with crud.transaction() as tx:
             inserted = await crud.insert_leg(tx, forward)
         if inserted:
-            result = await pay_leg(forward)
+            result = await pay_leg(forward, claim)
             if result.status == "failed":
                 await crud.transition_leg(
                     forward.id,
@@ -394,7 +445,10 @@ async def pay_standalone_leg(leg: Leg) -> Leg:
     if not await crud.claim_leg(leg.id, STANDALONE_LEASE_SECONDS):
         return await _reload(leg)
     try:
-        return await pay_leg(await _reload(leg))
+        return await pay_leg(await _reload(leg), Claim(None, STANDALONE_LEASE_SECONDS))
+    except ClaimLost:
+        logger.warning(f"satmachineadmin: leg {leg.id}: its lease ran out unpaid")
+        return await _reload(leg)
     finally:
         await crud.release_leg(leg.id)
 

@@ -129,6 +129,9 @@ async def auto_settle_after(settlement: Settlement, machine: Machine) -> list[Le
         )
         try:
             legs.append(await write_and_pay(leg, machine.operator_user_id))
+        except crud.BalanceShort:
+            # Spent meanwhile (a fixed slot, a manual settlement): nothing to settle.
+            continue
         except Exception:
             logger.exception(f"satmachineadmin: auto-settlement of {client.id} failed")
     return legs

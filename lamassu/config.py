@@ -44,6 +44,11 @@ class LamassuConfig(BaseModel):
     newest_created_seen: int | None = None
     consecutive_failures: int = 0
     next_poll_at: int = 0
+    # Every successful transaction created before this moment has been landed: the
+    # next poll reads from here (less a margin), however long Lamassu was away.
+    cursor_at: int | None = None
+    # Where the very first poll starts (the operator's choice); None: the lookback.
+    start_at: int | None = None
     created_at: int
     updated_at: int
 

@@ -69,7 +69,13 @@ async def settle_client(
         raise Refused("that amount is worth less than one sat at this rate")
     key = f"settle:{client.id}:{request_key or crud.new_id()}"
     leg = settlement_leg(machine, client, key, fiat, rate, origin, funding_wallet_id)
-    return await write_and_pay(leg, operator_user_id)
+    try:
+        return await write_and_pay(leg, operator_user_id)
+    except crud.BalanceShort:
+        raise Conflict(
+            "the LP's remaining balance changed while this request ran (another "
+            "payout took part of it): nothing was paid; reload and try again"
+        ) from None
 
 
 def validate_auto_settlement(

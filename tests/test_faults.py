@@ -294,9 +294,16 @@ async def test_a_worker_holding_a_stale_leg_never_pays_it_again(factory, super_u
     ]
     assert stale.status == "pending" and stale.payment_hash is None
 
-    first = await payouts.pay_leg(stale)
+    # The stalled worker's lease runs out and a second worker takes the settlement.
+    stalled = payouts.Claim((await crud.get_settlement(settlement.id)).claim_token, 120)
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET claimed_until = 0 WHERE id = :id",
+        {"id": settlement.id},
+    )
+    assert await crud.claim_settlement(settlement.id, "second-worker", 120)
+    first = await payouts.pay_leg(stale, payouts.Claim("second-worker", 120))
     assert first.status == "completed"
-    second = await payouts.pay_leg(stale)  # what the slower worker still holds
+    second = await payouts.pay_leg(stale, stalled)  # what the slower worker holds
     assert second.status == "completed"
     assert second.payment_hash == first.payment_hash
     outgoing = await _outgoing_payments(machine["wallet"].id)

@@ -786,7 +786,13 @@ async def test_a_stored_invoice_that_lnbits_failed_at_restart_is_replaced(
     incoming.status = PaymentState.FAILED
     await update_payment(incoming)
 
-    paid = await payouts.pay_leg(leg)
+    # The dead worker's lease runs out; a new worker takes the settlement over.
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET claimed_until = 0 WHERE id = :id",
+        {"id": settlement.id},
+    )
+    assert await crud.claim_settlement(settlement.id, "new-worker", 120)
+    paid = await payouts.pay_leg(leg, payouts.Claim("new-worker", 120))
     assert paid.status == "completed", paid.error
     assert paid.payment_hash != leg.payment_hash
     assert await factory.balance(lp.wallet) == 1_500
