@@ -1,10 +1,8 @@
-// Pure helpers of the satmachineadmin page: formatting, exact percent arithmetic and
-// the series behind the charts. No Vue, no network: loaded before index.js.
+// Pure helpers of the satmachineadmin page: formatting, form values, exact percent
+// arithmetic and the series behind the charts. No Vue, no network: loaded first.
 /* global Chart */
 
 window.SatMachine = (function () {
-  const API = '/satmachineadmin/api/v1'
-
   // ------------------------------------------------------------ formatting
 
   function sats(value) {
@@ -67,6 +65,37 @@ window.SatMachine = (function () {
 
   function statusColor(status) {
     return STATUS_COLORS[status] || 'grey'
+  }
+
+  // ------------------------------------------------------------ form values
+
+  // An integer typed in a form, null when empty; a non-integer goes as it is, so
+  // that the API says why it is refused.
+  function intOrNull(text) {
+    if (text === null || text === undefined || String(text).trim() === '')
+      return null
+    const t = String(text).trim()
+    return /^-?\d+$/.test(t) ? Number(t) : t
+  }
+
+  function textOrNull(text) {
+    if (text === null || text === undefined) return null
+    const t = String(text).trim()
+    return t === '' ? null : t
+  }
+
+  // ------------------------------------------------------------ tables
+
+  // Quasar table columns from rows of [name, label, align, field, sortable]; the
+  // field defaults to the name.
+  function columns(rows) {
+    return rows.map(([name, label, align, field, sortable]) => ({
+      name,
+      label,
+      align,
+      field: field || name,
+      ...(sortable ? {sortable: true} : {})
+    }))
   }
 
   // ------------------------------------------------------------ exact percents
@@ -331,13 +360,15 @@ window.SatMachine = (function () {
   }
 
   return {
-    API,
     sats,
     groupDigits,
     dateTime,
     day,
     short,
     statusColor,
+    intOrNull,
+    textOrNull,
+    columns,
     percentUnits,
     unitsText,
     checkPercents,
