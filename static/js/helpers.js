@@ -1,10 +1,8 @@
-// Pure helpers of the satmachineadmin page: formatting, exact percent arithmetic and
-// the series behind the charts. No Vue, no network: loaded before index.js.
+// Pure helpers of the satmachineadmin page: formatting, form values, exact percent
+// arithmetic and the series behind the charts. No Vue, no network: loaded first.
 /* global Chart */
 
 window.SatMachine = (function () {
-  const API = '/satmachineadmin/api/v1'
-
   // ------------------------------------------------------------ formatting
 
   function sats(value) {
@@ -69,6 +67,37 @@ window.SatMachine = (function () {
     return STATUS_COLORS[status] || 'grey'
   }
 
+  // ------------------------------------------------------------ form values
+
+  // An integer typed in a form, null when empty; a non-integer goes as it is, so
+  // that the API says why it is refused.
+  function intOrNull(text) {
+    if (text === null || text === undefined || String(text).trim() === '')
+      return null
+    const t = String(text).trim()
+    return /^-?\d+$/.test(t) ? Number(t) : t
+  }
+
+  function textOrNull(text) {
+    if (text === null || text === undefined) return null
+    const t = String(text).trim()
+    return t === '' ? null : t
+  }
+
+  // ------------------------------------------------------------ tables
+
+  // Quasar table columns from rows of [name, label, align, field, sortable]; the
+  // field defaults to the name.
+  function columns(rows) {
+    return rows.map(([name, label, align, field, sortable]) => ({
+      name,
+      label,
+      align,
+      field: field || name,
+      ...(sortable ? {sortable: true} : {})
+    }))
+  }
+
   // ------------------------------------------------------------ exact percents
 
   // A percent as an integer number of 1/10000 %, the precision the API accepts
@@ -97,7 +126,9 @@ window.SatMachine = (function () {
     percents.forEach((p, i) => {
       const units = percentUnits(p)
       if (units === null) {
-        problems.push(`leg ${i + 1}: "${p ?? ''}" is not a percent (up to 4 decimals)`)
+        problems.push(
+          `leg ${i + 1}: "${p ?? ''}" is not a percent (up to 4 decimals)`
+        )
       } else if (units <= 0 || units > HUNDRED) {
         problems.push(`leg ${i + 1}: must be more than 0 and at most 100`)
       } else {
@@ -139,8 +170,7 @@ window.SatMachine = (function () {
     if (text === null || text === undefined || text === '') return 0
     const m = /^(-?)(\d+)(?:\.(\d+))?$/.exec(String(text).trim())
     if (!m) return 0
-    const cents =
-      Number(m[2]) * 100 + Number(((m[3] || '') + '00').slice(0, 2))
+    const cents = Number(m[2]) * 100 + Number(((m[3] || '') + '00').slice(0, 2))
     return m[1] ? -cents : cents
   }
 
@@ -149,7 +179,9 @@ window.SatMachine = (function () {
   // The LP's history from events: deposits (+fiat) and payouts (-fiat, +sats).
   // events: [{at, fiat_cents, sats}] → [{at, sats (cumulative), balance_cents}]
   function lpHistory(events) {
-    const sorted = [...events].sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0))
+    const sorted = [...events].sort((a, b) =>
+      a.at < b.at ? -1 : a.at > b.at ? 1 : 0
+    )
     let cumSats = 0
     let balance = 0
     return sorted.map(e => {
@@ -164,11 +196,16 @@ window.SatMachine = (function () {
     const events = []
     for (const d of deposits) {
       if (d.status === 'confirmed' && d.confirmed_at) {
-        events.push({at: d.confirmed_at, fiat_cents: fiatCents(d.amount), sats: 0})
+        events.push({
+          at: d.confirmed_at,
+          fiat_cents: fiatCents(d.amount),
+          sats: 0
+        })
       }
     }
     for (const leg of legs) {
-      if (leg.status !== 'completed' || !LP_LEG_TYPES.includes(leg.leg_type)) continue
+      if (leg.status !== 'completed' || !LP_LEG_TYPES.includes(leg.leg_type))
+        continue
       events.push({
         at: leg.completed_at || leg.created_at,
         fiat_cents: -fiatCents(leg.amount_fiat),
@@ -182,18 +219,22 @@ window.SatMachine = (function () {
   // remaining balance through the payouts (each payout lowered it by its fiat).
   function lpEventsBackwards(remainingText, legs) {
     const paid = legs
-      .filter(l => l.status === 'completed' && LP_LEG_TYPES.includes(l.leg_type))
+      .filter(
+        l => l.status === 'completed' && LP_LEG_TYPES.includes(l.leg_type)
+      )
       .map(l => ({
         at: l.completed_at || l.created_at,
         fiat: fiatCents(l.amount_fiat),
         sats: l.amount_sats
       }))
       .sort((a, b) => (a.at < b.at ? -1 : 1))
-    const start = fiatCents(remainingText) + paid.reduce((s, l) => s + l.fiat, 0)
+    const start =
+      fiatCents(remainingText) + paid.reduce((s, l) => s + l.fiat, 0)
     const points = []
     let balance = start
     let cum = 0
-    if (paid.length) points.push({at: paid[0].at, sats: 0, balance_cents: start})
+    if (paid.length)
+      points.push({at: paid[0].at, sats: 0, balance_cents: start})
     for (const l of paid) {
       balance -= l.fiat
       cum += l.sats
@@ -205,8 +246,16 @@ window.SatMachine = (function () {
   // ------------------------------------------------------------ Chart.js
 
   const PALETTE = [
-    '#ff9800', '#1976d2', '#26a69a', '#9c27b0', '#e53935',
-    '#7cb342', '#5c6bc0', '#8d6e63', '#00acc1', '#f06292'
+    '#ff9800',
+    '#1976d2',
+    '#26a69a',
+    '#9c27b0',
+    '#e53935',
+    '#7cb342',
+    '#5c6bc0',
+    '#8d6e63',
+    '#00acc1',
+    '#f06292'
   ]
 
   // Chart instances live outside Vue's reactivity (a proxied chart breaks).
@@ -214,9 +263,12 @@ window.SatMachine = (function () {
 
   // Axis text and grid readable on LNbits' dark and light themes alike.
   function themeChart() {
-    const dark = typeof Quasar !== 'undefined' && Quasar.Dark && Quasar.Dark.isActive
+    const dark =
+      typeof Quasar !== 'undefined' && Quasar.Dark && Quasar.Dark.isActive
     Chart.defaults.color = dark ? '#cfd8dc' : '#555'
-    Chart.defaults.borderColor = dark ? 'rgba(255,255,255,0.12)' : 'rgba(0,0,0,0.1)'
+    Chart.defaults.borderColor = dark
+      ? 'rgba(255,255,255,0.12)'
+      : 'rgba(0,0,0,0.1)'
   }
 
   function destroyChart(name) {
@@ -246,7 +298,11 @@ window.SatMachine = (function () {
         plugins: {legend: {position: 'bottom'}},
         scales: {
           x: {stacked: true},
-          y: {stacked: true, beginAtZero: true, title: {display: true, text: yTitle}}
+          y: {
+            stacked: true,
+            beginAtZero: true,
+            title: {display: true, text: yTitle}
+          }
         }
       }
     })
@@ -286,7 +342,11 @@ window.SatMachine = (function () {
         animation: false,
         plugins: {legend: {position: 'bottom'}},
         scales: {
-          sats: {position: 'left', beginAtZero: true, title: {display: true, text: 'sats'}},
+          sats: {
+            position: 'left',
+            beginAtZero: true,
+            title: {display: true, text: 'sats'}
+          },
           fiat: {
             position: 'right',
             beginAtZero: true,
@@ -300,13 +360,15 @@ window.SatMachine = (function () {
   }
 
   return {
-    API,
     sats,
     groupDigits,
     dateTime,
     day,
     short,
     statusColor,
+    intOrNull,
+    textOrNull,
+    columns,
     percentUnits,
     unitsText,
     checkPercents,

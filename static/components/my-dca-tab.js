@@ -1,0 +1,140 @@
+// My DCA, the LP's own page: their preferences (wallet, flow or fixed mode,
+// forwarding to a Lightning address), their balance at each machine, a chart of
+// sats and balance over time, and their payouts.
+
+window.app.component('sm-my-dca-tab', {
+  template: '#sm-my-dca-tab',
+  mixins: [window.SatMachineMixin],
+  data() {
+    return {
+      lp: {
+        prefs: {
+          wallet_id: null,
+          dca_mode: 'flow',
+          fixed_mode_daily_limit: '',
+          autoforward_enabled: false,
+          autoforward_ln_address: ''
+        },
+        prefsSet: false,
+        summary: [],
+        payments: [],
+        chartMachine: null,
+        loading: false
+      },
+      lpPaymentColumns: SatMachine.columns([
+        ['created_at', 'Time', 'left'],
+        ['machine', 'Machine', 'left', 'machine_id'],
+        ['leg_type', 'Type', 'left'],
+        ['status', 'Status', 'left'],
+        ['amount_sats', 'Sats', 'right'],
+        ['amount_fiat', 'Fiat', 'right'],
+        ['exchange_rate', 'Rate (sats/unit)', 'right'],
+        ['note', 'To / reason', 'left', 'destination']
+      ])
+    }
+  },
+  computed: {
+    // the LP's machines are mostly someone else's: named by the summary
+    machineNames() {
+      const names = {}
+      this.machines.forEach(m => (names[m.id] = m.name))
+      this.lp.summary.forEach(
+        s => (names[s.machine_id] = names[s.machine_id] || s.machine_name)
+      )
+      return names
+    },
+    lpChartOptions() {
+      return this.lp.summary.map(s => ({
+        label: s.machine_name,
+        value: s.machine_id
+      }))
+    }
+  },
+  watch: {
+    'lp.chartMachine'() {
+      this.$nextTick(() => this.renderLpChart())
+    }
+  },
+  activated() {
+    this.loadLp()
+  },
+  methods: {
+    async loadLp() {
+      this.lp.loading = true
+      try {
+        // 404: no preferences yet (a missing endpoint is an error)
+        const prefs = await this.call('GET', '/lp').catch(err => {
+          if (
+            err?.response?.status === 404 &&
+            !SatMachineApi.missingEndpoint(err)
+          ) {
+            return null
+          }
+          throw err
+        })
+        if (prefs) {
+          const p = prefs.data
+          this.lp.prefs = {
+            wallet_id: p.wallet_id,
+            dca_mode: p.dca_mode,
+            fixed_mode_daily_limit: p.fixed_mode_daily_limit || '',
+            autoforward_enabled: p.autoforward_enabled,
+            autoforward_ln_address: p.autoforward_ln_address || ''
+          }
+          this.lp.prefsSet = true
+        } else {
+          this.lp.prefsSet = false
+          this.lp.prefs.wallet_id =
+            this.lp.prefs.wallet_id || this.g.user.wallets[0]?.id
+        }
+        const [summary, payments] = await Promise.all([
+          this.call('GET', '/lp/summary'),
+          this.call('GET', '/lp/payments?limit=10000')
+        ])
+        this.lp.summary = summary.data
+        this.lp.payments = payments.data
+        if (!this.lp.chartMachine && this.lp.summary.length) {
+          this.lp.chartMachine = this.lp.summary[0].machine_id
+        } else {
+          this.$nextTick(() => this.renderLpChart())
+        }
+      } catch (err) {
+        this.fail(err, 'Loading your DCA')
+      } finally {
+        this.lp.loading = false
+      }
+    },
+    renderLpChart() {
+      const s = this.lp.summary.find(x => x.machine_id === this.lp.chartMachine)
+      if (!s) return SatMachine.destroyChart('lp')
+      const legs = this.lp.payments.filter(l => l.machine_id === s.machine_id)
+      SatMachine.lpChart(
+        'lp',
+        this.$refs.lpChart,
+        SatMachine.lpEventsBackwards(s.remaining_balance, legs),
+        s.currency
+      )
+    },
+    async saveLpPrefs() {
+      const p = this.lp.prefs
+      const {textOrNull} = SatMachine
+      const body = {
+        wallet_id: p.wallet_id,
+        dca_mode: p.dca_mode,
+        fixed_mode_daily_limit:
+          p.dca_mode === 'fixed' ? textOrNull(p.fixed_mode_daily_limit) : null,
+        autoforward_enabled: p.autoforward_enabled,
+        autoforward_ln_address: p.autoforward_enabled
+          ? textOrNull(p.autoforward_ln_address)
+          : null
+      }
+      try {
+        await this.call('PUT', '/lp', body)
+        this.lp.prefsSet = true
+        this.ok('Your DCA preferences are saved')
+      } catch (err) {
+        this.fail(err, 'Saving your preferences')
+      }
+    }
+  }
+})
