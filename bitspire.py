@@ -9,7 +9,7 @@ malformed payment must never stall the listener or the sweep.
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
-from lnbits.core.crud import get_payments
+from lnbits.core.db import db as core_db
 from lnbits.core.models import Payment
 from loguru import logger
 
@@ -227,14 +227,17 @@ async def handle_listener_payment(payment: Payment) -> Optional[str]:
 
 
 async def sweep_machine(machine: Machine) -> int:
-    """The safety net: every bitSpire payment of the wallet since the cursor, both
-    directions (LNbits never dispatches outgoing payments to listeners)."""
+    """The safety net: every bitSpire payment of the wallet that settled since the
+    cursor, both directions (LNbits never dispatches outgoing payments to
+    listeners). The cursor is the time payments were last *updated* (settled), not
+    created: an invoice paid late, or a cash-in pending for a long time, is found
+    when it settles, however old it is."""
     since = max(0, machine.sweep_cursor - SWEEP_OVERLAP_SECONDS)
-    payments = await _payments_since(machine.wallet_id, since)
+    payments = await _payments_settled_since(machine.wallet_id, since)
     landed = 0
     newest = machine.sweep_cursor
-    for payment in sorted(payments, key=lambda p: p.time):
-        newest = max(newest, int(payment.time.timestamp()))
+    for payment in payments:
+        newest = max(newest, int(payment.updated_at.timestamp()))
         if not is_candidate(payment):
             continue
         try:
@@ -249,17 +252,24 @@ async def sweep_machine(machine: Machine) -> int:
     return landed
 
 
-async def _payments_since(wallet_id: str, since: int) -> list[Payment]:
-    # LNbits pages its payment queries (at most 1,000 a page, newest first): read
-    # every page, or a burst of payments would advance the cursor past unread ones.
+async def _payments_settled_since(wallet_id: str, since: int) -> list[Payment]:
+    """The wallet's successful payments (and outgoing ones still pending) updated
+    after `since`, oldest update first, read page by page so a burst never moves the
+    cursor past a payment that was not read."""
     found: list[Payment] = []
     while True:
-        page = await get_payments(
-            wallet_id=wallet_id,
-            complete=True,
-            since=since,
-            limit=SWEEP_PAGE,
-            offset=len(found),
+        page = await core_db.fetchall(
+            "SELECT * FROM apipayments WHERE wallet_id = :wallet "
+            f"AND updated_at > {core_db.timestamp_placeholder('since')} "
+            "AND (status = 'success' OR (amount < 0 AND status = 'pending')) "
+            "ORDER BY updated_at, checking_id LIMIT :limit OFFSET :offset",
+            {
+                "wallet": wallet_id,
+                "since": since,
+                "limit": SWEEP_PAGE,
+                "offset": len(found),
+            },
+            Payment,
         )
         found += page
         if len(page) < SWEEP_PAGE:

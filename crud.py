@@ -595,22 +595,8 @@ async def replace_commission_rules(
 # ---------------------------------------------------------------- settlements
 
 
-async def insert_settlements_if_new(
-    settlements: Sequence[Settlement],
-) -> list[Settlement]:
-    """Insert each unless (machine, source, external_id) or its payment is known; one
-    transaction for all of them. Returns the ones inserted."""
-    inserted = []
-    async with transaction() as tx:
-        for settlement in settlements:
-            if await _settlement_known(tx, settlement):
-                continue
-            await tx.insert("satmachineadmin.settlements", settlement)
-            inserted.append(settlement)
-    return inserted
-
-
-async def _settlement_known(tx: Tx, settlement: Settlement) -> bool:
+async def settlement_known(tx: Tx, settlement: Settlement) -> bool:
+    """Whether (machine, source, external_id) or the settlement's payment landed."""
     existing = await tx.fetchone(
         "SELECT id FROM satmachineadmin.settlements WHERE "
         "(machine_id = :machine AND source = :source AND external_id = :ext) "
@@ -623,6 +609,44 @@ async def _settlement_known(tx: Tx, settlement: Settlement) -> bool:
         },
     )
     return bool(existing)
+
+
+async def claim_transaction_keys(
+    tx: Tx, keys: Sequence[str], operator_user_id: str, settlement_id: str
+) -> Optional[Settlement]:
+    """Claim every key for the settlement, or none: the settlement already holding
+    one of them (the same real-world transaction, landed first), or None when all
+    were claimed. A concurrent claimer of the same key waits for this transaction
+    (PostgreSQL) or never runs beside it (SQLite), then finds it taken."""
+    claimed: list[str] = []
+    for key in keys:
+        written = await tx.execute(
+            "INSERT INTO satmachineadmin.transaction_keys "
+            "(key, operator_user_id, settlement_id, created_at) "
+            "VALUES (:key, :op, :sid, :now) ON CONFLICT (key) DO NOTHING",
+            {"key": key, "op": operator_user_id, "sid": settlement_id, "now": now()},
+        )
+        if written == 1:
+            claimed.append(key)
+            continue
+        holder = await tx.fetchone(
+            "SELECT s.* FROM satmachineadmin.transaction_keys k "
+            "JOIN satmachineadmin.settlements s ON s.id = k.settlement_id "
+            "WHERE k.key = :key",
+            {"key": key},
+            Settlement,
+        )
+        for mine in claimed:
+            await tx.execute(
+                "DELETE FROM satmachineadmin.transaction_keys WHERE key = :key",
+                {"key": mine},
+            )
+        return holder
+    return None
+
+
+async def insert_settlement(tx: Tx, settlement: Settlement) -> None:
+    await tx.insert("satmachineadmin.settlements", settlement)
 
 
 async def get_settlement(
@@ -804,14 +828,18 @@ async def finish_settlement(
 
 
 async def set_settlement_status(
-    tx: Tx, settlement_id: str, from_statuses: Sequence[str], to_status: str
+    tx: Tx,
+    settlement_id: str,
+    from_statuses: Sequence[str],
+    to_status: str,
+    error: Optional[str] = None,
 ) -> bool:
     keys = {f"s{i}": s for i, s in enumerate(from_statuses)}
     marks = ", ".join(f":{k}" for k in keys)
     changed = await tx.execute(
         f"UPDATE satmachineadmin.settlements SET status = :to, next_attempt_at = 0, "
-        f"error = NULL, updated_at = :now WHERE id = :id AND status IN ({marks})",
-        {"id": settlement_id, "to": to_status, "now": now(), **keys},
+        f"error = :error, updated_at = :now WHERE id = :id AND status IN ({marks})",
+        {"id": settlement_id, "to": to_status, "error": error, "now": now(), **keys},
     )
     return changed == 1
 
@@ -1322,7 +1350,7 @@ async def latest_settlement_rate(machine_id: str, since: int) -> Optional[str]:
     row: Any = await db.fetchone(
         "SELECT exchange_rate FROM satmachineadmin.settlements "
         "WHERE machine_id = :machine AND exchange_rate IS NOT NULL "
-        "AND status NOT IN ('rejected') AND created_at >= :since "
+        "AND status NOT IN ('rejected', 'held') AND created_at >= :since "
         "ORDER BY created_at DESC LIMIT 1",
         {"machine": machine_id, "since": since},
     )

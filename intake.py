@@ -16,7 +16,8 @@ from loguru import logger
 
 from . import crud
 from .calculations import exchange_rate_text, split_commission
-from .models import Machine, Settlement
+from .engine.rates import current_rate
+from .models import DEFAULT_RATE_BAND_PERCENT, Machine, Settlement
 
 _wake = asyncio.Event()
 
@@ -118,13 +119,52 @@ async def current_super_fee_fraction() -> Decimal:
 
 
 async def land_batch(drafts: list[Settlement]) -> list[Settlement]:
-    """Record many transactions in one transaction (a catch-up): the new ones only."""
-    landed = await crud.insert_settlements_if_new(drafts)
+    """Record many transactions in one database transaction (a catch-up): the new
+    ones only. Each claims its real-world transaction's keys with it; one whose
+    transaction another settlement already pays lands as a `rejected` duplicate
+    (visible, never paid), and one that is that very settlement seen again, not at
+    all."""
+    landed = []
+    async with crud.transaction() as tx:
+        for draft in drafts:
+            if await crud.settlement_known(tx, draft):
+                continue
+            holder = await crud.claim_transaction_keys(
+                tx, draft.transaction_keys(), draft.operator_user_id, draft.id
+            )
+            if holder is not None:
+                if _same_transaction(holder, draft):
+                    continue
+                draft = _as_duplicate(draft, holder)
+            await crud.insert_settlement(tx, draft)
+            landed.append(draft)
     for settlement in landed:
         _log_landed(settlement)
     if any(s.status == "pending" for s in landed):
         wake_engine()
     return landed
+
+
+def _same_transaction(holder: Settlement, draft: Settlement) -> bool:
+    """A racing lander of this very row (same key, or same payment): not news."""
+    return (
+        holder.machine_id == draft.machine_id
+        and holder.source == draft.source
+        and holder.external_id == draft.external_id
+    ) or (draft.payment_hash is not None and holder.payment_hash == draft.payment_hash)
+
+
+def _as_duplicate(draft: Settlement, holder: Settlement) -> Settlement:
+    return draft.copy(
+        update={
+            "status": "rejected",
+            "error": (
+                f"duplicate: transaction {draft.external_id[:80]} is already settled "
+                f"by {holder.source} settlement {holder.id} at machine "
+                f"{holder.machine_id}; this one is never paid"
+            ),
+        }
+    )
 
 
 async def land_settlement(*, machine: Machine, **fields: Any) -> Optional[Settlement]:
@@ -136,8 +176,39 @@ async def land_settlement(*, machine: Machine, **fields: Any) -> Optional[Settle
     draft = settlement_draft(
         machine=machine, super_fee_fraction=await current_super_fee_fraction(), **fields
     )
-    landed = await land_batch([draft])
+    landed = await land_batch([await _held_if_rate_strays(machine, draft)])
     return landed[0] if landed else None
+
+
+async def _held_if_rate_strays(machine: Machine, draft: Settlement) -> Settlement:
+    """A settlement whose rate (principal / fiat) strays further than the machine's
+    band from the reference rate lands `held`: paid only once the operator approves
+    it. Anyone with the machine wallet's invoice key can have a payment made with any
+    `extra`: 1 sat claiming 100,000.00 of fiat would otherwise zero the LPs'
+    balances for nothing. No reference known (a machine's first settlement, no
+    exchange-rate service): nothing to compare with, it lands as usual."""
+    if not draft.exchange_rate:
+        return draft
+    reference = await current_rate(machine)
+    if reference is None:
+        return draft
+    expected, origin = reference
+    rate = Decimal(draft.exchange_rate)
+    band = Decimal(machine.rate_band_percent or DEFAULT_RATE_BAND_PERCENT)
+    off = abs(rate - expected) * 100 / expected
+    if off <= band:
+        return draft
+    currency = machine.fiat_currency
+    return draft.copy(
+        update={
+            "status": "held",
+            "error": (
+                f"held: its rate {rate.normalize():f} sats/{currency} is "
+                f"{off.quantize(Decimal('0.1'))} % away from the {origin} rate "
+                f"{expected.normalize():f} (band {band} %): approve or reject it"
+            ),
+        }
+    )
 
 
 async def land_rejected(*, machine: Machine, **fields: Any) -> Optional[Settlement]:

@@ -38,6 +38,10 @@ WALLET_ID = re.compile(r"^[0-9a-f]{32}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 # LUD-16, as LNbits' LNURL helper (the lnurl library) accepts it: name@domain with a
 # top-level domain of letters, no port. Anything else could be saved but never paid.
+RATE_BAND = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,2})?$")
+# How far a bitSpire or manual settlement's rate may stray from the reference rate
+# (LNbits' exchange rate, else the machine's latest) before it is held.
+DEFAULT_RATE_BAND_PERCENT = "20"
 LN_ADDRESS = re.compile(r"^[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,63}$")
 
 
@@ -172,6 +176,23 @@ class Settlement(BaseModel):
     created_at: int
     updated_at: int
     processed_at: Optional[int] = None
+
+    def transaction_keys(self) -> list[str]:
+        """The real-world transaction this settlement pays, as keys no second
+        settlement may hold (m002's transaction_keys): a Lamassu id once per
+        operator, whatever machine its device is linked to; a bitSpire id once per
+        machine; a manual entry's reference under all three, so it collides with a
+        Lamassu or bitSpire transaction of the same id. A rejection pays nothing and
+        holds none."""
+        if self.status == "rejected":
+            return []
+        lamassu = f"lamassu:{self.operator_user_id}:{self.external_id}"
+        bitspire = f"bitspire:{self.machine_id}:{self.external_id}"
+        if self.source == "lamassu":
+            return [lamassu]
+        if self.source == "bitspire":
+            return [bitspire]
+        return [f"manual:{self.machine_id}:{self.external_id}", lamassu, bitspire]
 
 
 class Leg(BaseModel):
@@ -358,10 +379,20 @@ class UpdateMachine(_Request):
     machine_npub: Optional[str] = Field(None, max_length=100)
     lamassu_device_id: Optional[str] = Field(None, max_length=64)
     status: Optional[MachineStatus] = None
+    rate_band_percent: Optional[str] = None
 
     @validator("fiat_currency")
     def _currency(cls, value: Optional[str]) -> Optional[str]:
         return None if value is None else _check_currency(value)
+
+    @validator("rate_band_percent", pre=True)
+    def _band(cls, value: Any) -> Optional[str]:
+        if value is None:
+            return None
+        text = str(value).strip() if not isinstance(value, bool) else ""
+        if not RATE_BAND.match(text) or not 0 < Decimal(text) <= 100:
+            raise ValueError('a percent above 0 and at most 100, e.g. "20"')
+        return text
 
     _device = validator("lamassu_device_id", allow_reuse=True)(_check_device_id)
     _npub = validator("machine_npub", allow_reuse=True)(_check_npub)
@@ -427,6 +458,7 @@ class MachineOut(BaseModel):
     status: str
     fixed_times: list[str]
     fixed_timezone: str
+    rate_band_percent: str
     auto_settlement: dict
     created_at: Optional[str]
     updated_at: Optional[str]
@@ -501,6 +533,7 @@ def machine_out(machine: Machine) -> MachineOut:
         status=machine.status,
         fixed_times=json.loads(machine.fixed_times or "[]"),
         fixed_timezone=machine.fixed_timezone,
+        rate_band_percent=machine.rate_band_percent or DEFAULT_RATE_BAND_PERCENT,
         auto_settlement={
             "enabled": machine.auto_settle_enabled,
             "threshold_type": machine.auto_settle_threshold_type,
@@ -810,6 +843,10 @@ class PartialDispenseIn(_Request):
 
 class NoteIn(_Request):
     note: str = Field(..., min_length=1, max_length=2000)
+
+
+class RejectIn(_Request):
+    reason: str = Field(..., min_length=1, max_length=500)
 
 
 # ---------------------------------------------------------------- legs

@@ -41,6 +41,7 @@ from .models import (
     ManualSettlementIn,
     NoteIn,
     PartialDispenseIn,
+    RejectIn,
     SetLpPreferences,
     SettleIn,
     SettlementOut,
@@ -354,6 +355,22 @@ async def api_partial_dispense(
     operator: str = Depends(operator_writer),
 ) -> SettlementOut:
     settlement = await corrections.partial_dispense(operator, settlement_id, data)
+    return settlement_out(settlement, await crud.list_notes(settlement.id))
+
+
+@route.post("/settlements/{settlement_id}/approve", response_model=SettlementOut)
+async def api_approve_settlement(
+    settlement_id: str, operator: str = Depends(operator_writer)
+) -> SettlementOut:
+    settlement = await corrections.approve_held(operator, settlement_id)
+    return settlement_out(settlement, await crud.list_notes(settlement.id))
+
+
+@route.post("/settlements/{settlement_id}/reject", response_model=SettlementOut)
+async def api_reject_settlement(
+    settlement_id: str, data: RejectIn, operator: str = Depends(operator_writer)
+) -> SettlementOut:
+    settlement = await corrections.reject_held(operator, settlement_id, data.reason)
     return settlement_out(settlement, await crud.list_notes(settlement.id))
 
 

@@ -6,6 +6,7 @@ re-opens what failed, and a partial dispense is refused once any leg has been pa
 """
 
 from decimal import Decimal
+from typing import Optional
 
 from .. import crud
 from ..calculations import (
@@ -75,6 +76,59 @@ async def retry(operator_user_id: str, settlement_id: str) -> Settlement:
         ):
             raise Conflict("settlement changed meanwhile; reload and try again")
     wake_engine()
+    refreshed = await crud.get_settlement(settlement.id)
+    assert refreshed
+    return refreshed
+
+
+async def approve_held(operator_user_id: str, settlement_id: str) -> Settlement:
+    """A held settlement's rate is what the operator expected: pay it."""
+    return await _decide_held(
+        operator_user_id, settlement_id, "pending", "settlement.approve", None
+    )
+
+
+async def reject_held(
+    operator_user_id: str, settlement_id: str, reason: str
+) -> Settlement:
+    """A held settlement is not a real transaction (or not one to pay): never paid;
+    it stays visible with the operator's reason."""
+    return await _decide_held(
+        operator_user_id,
+        settlement_id,
+        "rejected",
+        "settlement.reject",
+        f"rejected by the operator: {reason}"[:1000],
+    )
+
+
+async def _decide_held(
+    operator_user_id: str,
+    settlement_id: str,
+    to_status: str,
+    action: str,
+    error: Optional[str],
+) -> Settlement:
+    settlement = await operator_settlement(operator_user_id, settlement_id)
+    if settlement.status != "held":
+        raise Conflict(
+            f"settlement is {settlement.status}; only a held settlement can be "
+            "approved or rejected"
+        )
+    async with crud.audited(
+        operator_user_id,
+        operator_user_id,
+        action,
+        "settlement",
+        settlement.id,
+        {"held_because": settlement.error, "reason": error},
+    ) as tx:
+        if not await crud.set_settlement_status(
+            tx, settlement.id, ["held"], to_status, error
+        ):
+            raise Conflict("settlement changed meanwhile; reload and try again")
+    if to_status == "pending":
+        wake_engine()
     refreshed = await crud.get_settlement(settlement.id)
     assert refreshed
     return refreshed

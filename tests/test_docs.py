@@ -307,7 +307,6 @@ def test_reference_check_itself():
         assert not reference_problems(here, line), line
 
 
-@pytest.mark.xfail(strict=False, reason="code references are being repointed on main")
 def test_no_reference_to_documentation_outside_the_repository():
     me = Path(__file__).resolve()
     problems = []

@@ -269,3 +269,286 @@ async def test_a_stale_standalone_leg_is_not_paid_without_its_lease(
     assert paid.status == "completed", paid.error
     assert await factory.balance(lp.wallet) == 1_500
     assert len(await _outgoing(machine["wallet"].id)) == 1
+
+
+# ---------------------------------------------------------------- one transaction, one settlement
+
+
+async def _machine_row(machine):
+    from satmachineadmin import crud
+
+    return await crud.get_machine(machine["id"])
+
+
+def _lamassu_draft(machine_row, tx_id, fiat_minor=10_000, principal=15_000):
+    from decimal import Decimal as D
+
+    from satmachineadmin.intake import settlement_draft
+
+    return settlement_draft(
+        machine=machine_row,
+        super_fee_fraction=D(0),
+        source="lamassu",
+        external_id=tx_id,
+        tx_type="cash_out",
+        fiat_amount_minor=fiat_minor,
+        principal_sats=principal,
+        fee_sats=0,
+        wire_sats=principal,
+    )
+
+
+async def test_a_lamassu_transaction_is_settled_once_whatever_machine_its_device_is_on(
+    http, factory, no_platform_fee
+):
+    """Device D was linked to M1, which landed transaction T; M1 was set inactive and
+    M2 created with D. Before: the next poll landed T again at M2 and paid it from
+    M2's float. Now it is a rejected duplicate naming the first settlement."""
+    import uuid
+
+    from satmachineadmin import crud
+    from satmachineadmin.intake import land_batch
+
+    operator = await factory.operator()
+    m1 = await factory.machine(operator)
+    m2 = await factory.machine(operator, wallet=await factory.wallet(operator, "m2"))
+    tx_id = str(uuid.uuid4())
+    (first,) = await land_batch([_lamassu_draft(await _machine_row(m1), tx_id)])
+    assert first.status == "pending"
+    (again,) = await land_batch([_lamassu_draft(await _machine_row(m2), tx_id)])
+    assert again.status == "rejected"
+    assert first.id in again.error and "never paid" in again.error
+    # Seen again at either machine: nothing new.
+    assert await land_batch([_lamassu_draft(await _machine_row(m1), tx_id)]) == []
+    assert await land_batch([_lamassu_draft(await _machine_row(m2), tx_id)]) == []
+    # Another operator's Lamassu may use the same id: theirs is theirs.
+    other = await factory.operator()
+    m3 = await factory.machine(other)
+    (theirs,) = await land_batch([_lamassu_draft(await _machine_row(m3), tx_id)])
+    assert theirs.status == "pending"
+    rows = await crud.db.fetchall(
+        "SELECT status FROM satmachineadmin.settlements WHERE external_id = :t",
+        {"t": tx_id},
+    )
+    assert sorted(r["status"] for r in rows) == ["pending", "pending", "rejected"]
+
+
+async def test_a_manual_entry_naming_a_lamassu_or_bitspire_id_is_a_rejected_duplicate(
+    http, factory, no_platform_fee
+):
+    import uuid
+
+    from satmachineadmin.intake import land_batch
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="500.00")
+    await factory.fund(machine["wallet"], 100_000)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+    lamassu_id = str(uuid.uuid4())
+    await land_batch([_lamassu_draft(await _machine_row(machine), lamassu_id)])
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 0)
+    await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+    lp_before = await factory.balance(lp.wallet)
+
+    for reference in (lamassu_id, played["txid"]):
+        answer = await http.post(
+            f"{API}/settlements",
+            headers=operator.admin,
+            json={
+                "machine_id": machine["id"],
+                "tx_type": "cash_out",
+                "external_id": reference,
+                "fiat_amount": "10.00",
+                "principal_sats": 1_500,
+                "fee_sats": 0,
+            },
+        )
+        assert answer.status_code == 201, answer.text
+        body = answer.json()
+        assert body["status"] == "rejected" and "duplicate" in body["error"]
+    await factory.run_engine()
+    assert await factory.balance(lp.wallet) == lp_before
+
+
+async def test_a_bitspire_payment_whose_txid_was_entered_by_hand_is_not_paid_again(
+    http, factory, no_platform_fee
+):
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="500.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+    txid = "atm-42"
+    entered = await http.post(
+        f"{API}/settlements",
+        headers=operator.admin,
+        json={
+            "machine_id": machine["id"],
+            "tx_type": "cash_out",
+            "external_id": txid,
+            "fiat_amount": "10.00",
+            "principal_sats": 1_500,
+            "fee_sats": 0,
+        },
+    )
+    assert entered.status_code == 201 and entered.json()["status"] == "pending"
+    played = await factory.cash_out(
+        machine, customer.wallet, "10.00", 1_500, 0, txid=txid
+    )
+    landed = await factory.settlement_of(played["payment_hash"])
+    assert landed.status == "rejected" and entered.json()["id"] in landed.error
+
+
+async def test_racing_manual_entries_answer_one_201_and_409s_never_500(
+    http, factory, no_platform_fee
+):
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+
+    async def enter():
+        return await http.post(
+            f"{API}/settlements",
+            headers=operator.admin,
+            json={
+                "machine_id": machine["id"],
+                "tx_type": "cash_in",
+                "external_id": "same-ref",
+                "fiat_amount": "10.00",
+                "principal_sats": 1_500,
+                "fee_sats": 100,
+            },
+        )
+
+    answers = await asyncio.gather(*(enter() for _ in range(5)))
+    assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409], [
+        a.text for a in answers
+    ]
+
+
+# ---------------------------------------------------------------- held: a rate far off
+
+
+async def test_one_sat_claiming_100000_gtq_is_held_and_zeroes_nobody(
+    http, factory, no_platform_fee
+):
+    """Anyone with the machine wallet's invoice key can have such a payment made.
+    Before: it landed pending and used up 100,000.00 of LP balances for 1 sat."""
+    from satmachineadmin import crud
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+    client = await factory.enrol(operator, machine, lp, deposit="500.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000)
+    played = await factory.cash_out(machine, customer.wallet, "100000.00", 1, 0)
+    held = await factory.settlement_of(played["payment_hash"])
+    assert held.status == "held", held.error
+    assert "band 20 %" in held.error
+    await factory.run_engine()
+    assert (await crud.get_settlement(held.id)).status == "held"
+    assert await crud.list_settlement_legs(held.id) == []
+    assert await _client_row(client["id"]) == (50_000, 0)
+
+    rejected = await http.post(
+        f"{API}/settlements/{held.id}/reject",
+        headers=operator.admin,
+        json={"reason": "not a real transaction"},
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["status"] == "rejected"
+    assert "not a real transaction" in rejected.json()["error"]
+    again = await http.post(
+        f"{API}/settlements/{held.id}/approve", headers=operator.admin
+    )
+    assert again.status_code == 409
+    audit = (
+        await http.get(
+            f"{API}/audit", headers=operator.admin, params={"entity_id": held.id}
+        )
+    ).json()
+    assert [a["action"] for a in audit] == ["settlement.reject"]
+
+
+async def test_a_held_settlement_the_operator_approves_is_paid_once(
+    http, factory, no_platform_fee
+):
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="500.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+    # 200 sats per GTQ against the reference 150: a third off, outside the 20 % band.
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 2_000, 0)
+    held = await factory.settlement_of(played["payment_hash"])
+    assert held.status == "held"
+    approved = await http.post(
+        f"{API}/settlements/{held.id}/approve", headers=operator.admin
+    )
+    assert approved.status_code == 200 and approved.json()["status"] == "pending"
+    await factory.run_engine()
+    await factory.run_engine()
+    assert await factory.balance(lp.wallet) == 2_000
+    # A wider band lets the same rate through.
+    wide = await http.put(
+        f"{API}/machines/{machine['id']}",
+        headers=operator.admin,
+        json={"rate_band_percent": "40"},
+    )
+    assert wide.status_code == 200 and wide.json()["rate_band_percent"] == "40"
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 2_000, 0)
+    assert (await factory.settlement_of(played["payment_hash"])).status == "pending"
+    bad = await http.put(
+        f"{API}/machines/{machine['id']}",
+        headers=operator.admin,
+        json={"rate_band_percent": "1E-4000000"},
+    )
+    assert bad.status_code == 400
+
+
+# ---------------------------------------------------------------- no gaps
+
+
+async def test_the_sweep_finds_an_old_invoice_paid_late_while_the_listener_was_away(
+    factory, no_platform_fee, monkeypatch
+):
+    """An ATM invoice created an hour ago and paid just now, while the listener was
+    down. Before: the sweep paged by creation time from its cursor and never saw it."""
+    from lnbits.core.db import db as core_db
+
+    from satmachineadmin import bitspire, crud
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="500.00")
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 100_000)
+
+    async def listener_away(payment):
+        return None
+
+    monkeypatch.setattr(bitspire, "handle_listener_payment", listener_away)
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 0)
+    await asyncio.sleep(0.2)  # the listener's hand-off would have landed it by now
+    assert await factory.settlement_of(played["payment_hash"], timeout=0.1) is None
+    hour_ago = crud.now() - 3600
+    await core_db.execute(
+        "UPDATE apipayments SET time = "
+        f"{core_db.timestamp_placeholder('t')} WHERE payment_hash = :h",
+        {"t": hour_ago, "h": played["payment_hash"]},
+    )
+    await crud.advance_sweep_cursor(machine["id"], crud.now() - 60)
+
+    row = await crud.get_machine(machine["id"])
+    assert await bitspire.sweep_machine(row) == 1
+    landed = await factory.settlement_of(played["payment_hash"])
+    assert landed is not None and landed.status == "pending"
+    # Swept again: nothing new.
+    assert await bitspire.sweep_machine(await crud.get_machine(machine["id"])) == 0

@@ -257,6 +257,21 @@ ROWS: list[Row] = [
     ),
     Row(
         "POST",
+        "/settlements/{settlement_id}/approve",
+        write(409),
+        ids={"settlement_id": "pending_settlement"},
+        note="only a held settlement can be approved: the owner gets 409 here",
+    ),
+    Row(
+        "POST",
+        "/settlements/{settlement_id}/reject",
+        write(409),
+        ids={"settlement_id": "pending_settlement"},
+        body=lambda w, c: {"reason": f"checked by {c}"},
+        note="only a held settlement can be rejected: the owner gets 409 here",
+    ),
+    Row(
+        "POST",
         "/settlements/{settlement_id}/partial-dispense",
         write(),
         ids={"settlement_id": "pending_settlement"},
@@ -410,6 +425,11 @@ async def world(http, factory, super_user) -> dict:
 
     settlement = await manual("matrix-paid", "10.00", 1_500, 100)
     errored = await manual("matrix-short", "20.00", 3_000_000, 0)  # more than the float
+    # Its rate is far off the machine's: held until the operator approves it.
+    approved = await http.post(
+        f"{API}/settlements/{errored}/approve", headers=operator.admin
+    )
+    assert approved.status_code == 200, approved.text
     await factory.run_engine()
     shown = (
         await http.get(f"{API}/settlements/{settlement}", headers=operator.admin)

@@ -217,7 +217,7 @@ window.app.component('sm-machine-lps', {
           this.call('GET', `/deposits?client_id=${client.id}`),
           this.call(
             'GET',
-            `/payments?client_id=${client.id}&status=completed&limit=10000`
+            `/legs?client_id=${client.id}&status=completed&limit=10000`
           )
         ])
         const points = SatMachine.lpEventsFromDeposits(deposits.data, legs.data)

@@ -89,7 +89,7 @@ window.app.component('sm-my-dca-tab', {
         }
         const [summary, payments] = await Promise.all([
           this.call('GET', '/lp/summary'),
-          this.call('GET', '/lp/payments?limit=10000')
+          this.call('GET', '/lp/legs?limit=10000')
         ])
         this.lp.summary = summary.data
         this.lp.payments = payments.data

@@ -37,10 +37,7 @@ window.app.component('sm-reports-tab', {
         const [machines, health, legs] = await Promise.all([
           this.call('GET', '/machines'),
           this.call('GET', '/health'),
-          this.call(
-            'GET',
-            '/payments?leg_type=dca&status=completed&limit=10000'
-          )
+          this.call('GET', '/legs?leg_type=dca&status=completed&limit=10000')
         ])
         this.store.machines = machines.data
         this.store.health = health.data
@@ -70,7 +67,7 @@ window.app.component('sm-reports-tab', {
       try {
         const response = await this.call(
           'GET',
-          `/payments.csv?${params}`,
+          `/legs.csv?${params}`,
           undefined,
           {responseType: 'blob'}
         )

@@ -1,4 +1,4 @@
-// The extension's REST API (spec/api.md) through LNbits.api.request. Every call
+// The extension's REST API (docs/api.md) through LNbits.api.request. Every call
 // goes with a key of the user's first wallet: the admin key for writes (and the
 // super user's endpoints), the invoice key for reads.
 
