@@ -99,7 +99,8 @@ window.app.component('sm-machines-tab', {
             fiat_currency: machine.fiat_currency,
             machine_npub: machine.machine_npub || '',
             lamassu_device_id: machine.lamassu_device_id || '',
-            status: machine.status
+            status: machine.status,
+            rate_band_percent: machine.rate_band_percent
           }
         : {
             ...this.blankMachine(),
@@ -127,6 +128,7 @@ window.app.component('sm-machines-tab', {
       try {
         if (d.id) {
           body.status = d.status
+          body.rate_band_percent = SatMachine.textOrNull(d.rate_band_percent)
           await this.call('PUT', `/machines/${d.id}`, body)
           this.ok(`Machine ${d.name} saved`)
         } else {

@@ -1,6 +1,6 @@
 // One settlement in a dialog: its figures, legs, notes, and the corrections
-// (retry the failed legs, partial dispense). open(row) shows it; emits `changed`
-// when a correction changed it.
+// (approve or reject a held settlement, retry the failed legs, partial dispense).
+// open(row) shows it; emits `changed` when a correction changed it.
 
 window.app.component('sm-settlement-detail', {
   template: '#sm-settlement-detail',
@@ -14,7 +14,8 @@ window.app.component('sm-settlement-detail', {
         loading: false,
         note: '',
         pdMode: 'fraction',
-        pdValue: ''
+        pdValue: '',
+        rejectReason: ''
       },
       legColumns: SatMachine.columns([
         ['leg_type', 'Leg', 'left'],
@@ -39,7 +40,8 @@ window.app.component('sm-settlement-detail', {
         loading: true,
         note: '',
         pdMode: 'fraction',
-        pdValue: ''
+        pdValue: '',
+        rejectReason: ''
       }
       await this.reloadDetail()
     },
@@ -76,6 +78,29 @@ window.app.component('sm-settlement-detail', {
         this.$emit('changed')
       } catch (err) {
         this.fail(err, 'Retrying')
+      }
+    },
+    async approveHeld() {
+      try {
+        await this.call('POST', `/settlements/${this.detail.s.id}/approve`)
+        this.ok('Approved: the engine pays it now')
+        await this.reloadDetail()
+        this.$emit('changed')
+      } catch (err) {
+        this.fail(err, 'Approving')
+      }
+    },
+    async rejectHeld() {
+      try {
+        await this.call('POST', `/settlements/${this.detail.s.id}/reject`, {
+          reason: this.detail.rejectReason.trim()
+        })
+        this.ok('Rejected: it stays visible and is never paid')
+        this.detail.rejectReason = ''
+        await this.reloadDetail()
+        this.$emit('changed')
+      } catch (err) {
+        this.fail(err, 'Rejecting')
       }
     },
     async partialDispense() {

@@ -12,7 +12,8 @@ window.app.component('sm-settlements-tab', {
         'processing',
         'processed',
         'errored',
-        'rejected'
+        'rejected',
+        'held'
       ],
       settlements: {
         rows: [],

@@ -51,6 +51,7 @@ window.SatMachine = (function () {
     processed: 'positive',
     errored: 'negative',
     rejected: 'deep-orange',
+    held: 'amber-9',
     // legs
     completed: 'positive',
     failed: 'negative',

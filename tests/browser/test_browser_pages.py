@@ -300,6 +300,55 @@ async def settlement_id(http: Any, operator: Any, txid: str) -> str:
     return next(r["id"] for r in rows if r["external_id"] == txid)
 
 
+async def test_held_settlement_is_approved_from_its_detail(
+    server: Server, sessions: Any, http: Any, shots_dir: Any
+) -> None:
+    """A manual entry whose rate is far off the market lands held; the operator
+    approves it in the settlement's detail and the engine pays it."""
+    operator = server.accounts["operator_one"]
+    reference = f"held-{uuid.uuid4().hex[:8]}"
+    entered = call(
+        http,
+        "POST",
+        f"{API}/settlements",
+        key=operator.wallet["adminkey"],
+        body={
+            "machine_id": server.state["machine"]["id"],
+            "tx_type": "cash_out",
+            "external_id": reference,
+            "fiat_amount": "1.00",
+            "principal_sats": 300,  # 300 sats per GTQ against a market of 150
+            "fee_sats": 0,
+        },
+    )
+    assert entered["status"] == "held", entered
+
+    page = await sessions.page(operator)
+    await ui.tab(page, "Settlements")
+    row = ui.rows(page, "settlements-table").filter(has_text=reference[:10])
+    await row.first.wait_for()
+    assert "held" in await row.first.inner_text()
+    await row.first.click()
+    decision = page.get_by_test_id("held-decision")
+    await decision.wait_for()
+    await ui.dismiss_notifications(page)
+    await ui.shot(page, shots_dir, "held-settlement")
+    await decision.get_by_role("button", name="Approve and pay").click()
+    await ui.notified(page, "Approved")
+    shown = call(
+        http, "GET", f"{API}/settlements/{entered['id']}", key=operator.wallet["inkey"]
+    )
+    assert shown["status"] in ("pending", "processing", "processed"), shown
+    audit = call(
+        http,
+        "GET",
+        f"{API}/audit?entity_id={entered['id']}",
+        key=operator.wallet["inkey"],
+    )
+    assert "settlement.approve" in [a["action"] for a in audit]
+    assert page.errors == []
+
+
 async def test_csv_export_and_health(
     server: Server, sessions: Any, shots_dir: Any
 ) -> None:
