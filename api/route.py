@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import DomainError
 
@@ -55,5 +56,14 @@ class ExtensionRoute(APIRoute):
                 ) from None
             except DomainError as exc:
                 raise HTTPException(status_code=exc.status, detail=exc.reason) from None
+            except IntegrityError:
+                # A unique key refused a write a concurrent request made first (two
+                # enrolments of one LP, two machines on one wallet): the transaction
+                # rolled back, nothing changed; the caller reloads and sees the winner.
+                raise HTTPException(
+                    status_code=HTTPStatus.CONFLICT,
+                    detail="a concurrent request changed the same thing first: "
+                    "nothing was changed; reload and try again",
+                ) from None
 
         return checked_handler

@@ -552,3 +552,42 @@ async def test_the_sweep_finds_an_old_invoice_paid_late_while_the_listener_was_a
     assert landed is not None and landed.status == "pending"
     # Swept again: nothing new.
     assert await bitspire.sweep_machine(await crud.get_machine(machine["id"])) == 0
+
+
+async def test_racing_writes_on_unique_keys_answer_409_never_500(
+    http, factory, no_platform_fee
+):
+    """Two enrolments of one LP at one machine, two machines on one wallet, sent at
+    once: one succeeds, the others get a clear 409, nothing is half-written."""
+    from satmachineadmin import crud
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+
+    async def enrol():
+        return await http.post(
+            f"{API}/clients",
+            headers=operator.admin,
+            json={"machine_id": machine["id"], "user_id": lp.id},
+        )
+
+    answers = await asyncio.gather(*(enrol() for _ in range(4)))
+    assert sorted(a.status_code for a in answers) == [201, 409, 409, 409], [
+        a.text for a in answers
+    ]
+    assert len(await crud.list_clients(operator.id, machine["id"])) == 1
+
+    wallet = await factory.wallet(operator, "another machine")
+
+    async def create():
+        return await http.post(
+            f"{API}/machines",
+            headers=operator.admin,
+            json={"name": "twin", "wallet_id": wallet.id, "fiat_currency": "GTQ"},
+        )
+
+    answers = await asyncio.gather(*(create() for _ in range(4)))
+    assert sorted(a.status_code for a in answers) == [201, 409, 409, 409], [
+        a.text for a in answers
+    ]
