@@ -804,3 +804,56 @@ async def test_a_stored_invoice_that_lnbits_failed_at_restart_is_replaced(
     await distribution.run_due_settlements()
     assert (await crud.get_settlement(settlement.id)).status == "processed"
     assert await factory.balance(lp.wallet) == 1_500
+
+
+def test_settle_requests_through_two_servers_pay_the_balance_once():
+    """Four settle requests for one LP sent at once, alternately through two LNbits
+    processes on one PostgreSQL: a lock inside one process cannot stop the other.
+    Before: three or four succeeded and the LP was paid three or four times. Now the
+    database's conditional reservation lets exactly one through."""
+    if os.environ.get("SATMACHINE_TEST_DB", "sqlite") != "postgres":
+        pytest.skip("two LNbits processes share a PostgreSQL server, not a SQLite file")
+    root = Path(tempfile.mkdtemp(prefix="satmachine-two-settles-"))
+    url, own_pg = database_url(root)
+    servers = [Server(root / "a", url), Server(root / "b", url)]
+    apis = [Api(server) for server in servers]
+    try:
+        servers[0].start()
+        world = seed(apis[0], lps=1)
+        servers[1].start()
+        funding = world["commission"]
+        apis[0].mint(funding, 1_000_000)
+        (lp,) = world["lps"]
+        deposits = apis[0].call(
+            "GET",
+            f"{API}/clients/{lp['client']}/balance",
+            key=world["machine_wallet"]["inkey"],
+        )["remaining_balance"]
+
+        def settle(api: Api) -> int:
+            response = httpx.post(
+                api.server.url + f"{API}/clients/{lp['client']}/settle",
+                headers={"X-Api-Key": world["machine_wallet"]["adminkey"]},
+                json={"funding_wallet_id": funding["id"], "exchange_rate": "150"},
+                timeout=60,
+            )
+            assert response.status_code < 500, response.text
+            return response.status_code
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            codes = sorted(pool.map(settle, [apis[0], apis[1], apis[0], apis[1]]))
+        assert codes[0] == 201 and codes.count(201) == 1, codes
+        assert set(codes[1:]) <= {409, 422}, codes
+        expected = int(Decimal(deposits) * 150)
+        assert apis[0].balance(lp["wallet"]) == expected
+        assert apis[1].balance(funding) == 1_000_000 - expected
+    except BaseException:
+        for name, server in zip("ab", servers, strict=True):
+            print(f"\nserver {name} log tail:\n{server.tail(40)}")
+        raise
+    finally:
+        for server in servers:
+            server.stop()
+        if own_pg is not None:
+            own_pg.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
