@@ -295,6 +295,9 @@ async def _pay_in_order(
     failed are replaced in `result` by their rows as they now stand."""
     paid: list[int] = []
     try:
+        if after_each is not None and ready:
+            # Invoices for a whole batch may have taken a while: renew first.
+            await after_each()
         for i in ready:
             if not await claim.fence(result[i]):
                 raise ClaimLost(f"leg {result[i].id}: claim lost before its payment")
