@@ -1170,6 +1170,37 @@ async def count_completed_legs(settlement_id: str) -> int:
     return int(row["n"])
 
 
+def _leg_where(
+    operator_user_id: Optional[str],
+    user_id: Optional[str],
+    columns: dict[str, Optional[str]],
+    since: Optional[int],
+    until: Optional[int],
+) -> tuple[list[str], dict[str, Any]]:
+    where: list[str] = []
+    values: dict[str, Any] = {}
+    if operator_user_id is not None:
+        where.append("l.operator_user_id = :op")
+        values["op"] = operator_user_id
+    if user_id is not None:
+        where.append(
+            "l.client_id IN "
+            "(SELECT id FROM satmachineadmin.clients WHERE user_id = :user)"
+        )
+        values["user"] = user_id
+    for column, value in columns.items():
+        if value is not None:
+            where.append(f"l.{column} = :{column}")
+            values[column] = value
+    if since is not None:
+        where.append("l.created_at >= :since")
+        values["since"] = since
+    if until is not None:
+        where.append("l.created_at < :until")
+        values["until"] = until
+    return where, values
+
+
 async def list_legs(
     *,
     operator_user_id: Optional[str] = None,
@@ -1184,40 +1215,106 @@ async def list_legs(
     limit: int = 500,
     offset: int = 0,
 ) -> list[Leg]:
-    where: list[str] = []
-    values: dict[str, Any] = {"limit": limit, "offset": offset}
-    if operator_user_id is not None:
-        where.append("l.operator_user_id = :op")
-        values["op"] = operator_user_id
-    if user_id is not None:
-        where.append(
-            "l.client_id IN "
-            "(SELECT id FROM satmachineadmin.clients WHERE user_id = :user)"
-        )
-        values["user"] = user_id
-    for column, value in (
-        ("machine_id", machine_id),
-        ("client_id", client_id),
-        ("leg_type", leg_type),
-        ("status", status),
-        ("settlement_id", settlement_id),
-    ):
-        if value is not None:
-            where.append(f"l.{column} = :{column}")
-            values[column] = value
-    if since is not None:
-        where.append("l.created_at >= :since")
-        values["since"] = since
-    if until is not None:
-        where.append("l.created_at < :until")
-        values["until"] = until
+    columns = {
+        "machine_id": machine_id,
+        "client_id": client_id,
+        "leg_type": leg_type,
+        "status": status,
+        "settlement_id": settlement_id,
+    }
+    where, values = _leg_where(operator_user_id, user_id, columns, since, until)
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     return await db.fetchall(
         f"SELECT l.* FROM satmachineadmin.legs l {clause} "
         "ORDER BY l.created_at DESC, l.id LIMIT :limit OFFSET :offset",
-        values,
+        {**values, "limit": limit, "offset": offset},
         Leg,
     )
+
+
+_EXPORTED_LEG_COLUMNS = (
+    "l.id, l.settlement_id, l.machine_id, l.client_id, l.leg_type, l.status, "
+    "l.amount_sats, l.amount_fiat_minor, l.currency, l.exchange_rate, "
+    "l.destination, l.payment_hash, l.error, l.created_at, l.completed_at"
+)
+
+
+async def iter_leg_rows(
+    *,
+    operator_user_id: str,
+    page_size: int = 2000,
+    since: Optional[int] = None,
+    until: Optional[int] = None,
+    **columns: Optional[str],
+) -> AsyncIterator[list[Any]]:
+    """Every leg matching the filters, oldest first, a page at a time, as plain rows
+    of the exported columns (no model: an export of 200,000 legs must not validate
+    200,000 of them). Keyset paging on (created_at, id), one short query per page,
+    so an export of any size holds one page in memory and no connection between
+    pages."""
+    where, values = _leg_where(operator_user_id, None, columns, since, until)
+    after: Optional[tuple[int, str]] = None
+    while True:
+        keyset = list(where)
+        if after is not None:
+            keyset.append(
+                "(l.created_at > :after_t "
+                "OR (l.created_at = :after_t AND l.id > :after_id))"
+            )
+            values.update(after_t=after[0], after_id=after[1])
+        page: Any = await db.fetchall(
+            f"SELECT {_EXPORTED_LEG_COLUMNS} FROM satmachineadmin.legs l "
+            f"WHERE {' AND '.join(keyset)} ORDER BY l.created_at, l.id LIMIT :page",
+            {**values, "page": page_size},
+        )
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        after = (page[-1]["created_at"], page[-1]["id"])
+
+
+async def iter_settlements(
+    operator_user_id: str,
+    *,
+    page_size: int = 1000,
+    since: Optional[int] = None,
+    until: Optional[int] = None,
+    **columns: Optional[str],
+) -> AsyncIterator[list[Settlement]]:
+    """Every settlement matching the filters, oldest first, a page at a time (keyset
+    paging, as iter_legs)."""
+    where = ["operator_user_id = :op"]
+    values: dict[str, Any] = {"op": operator_user_id}
+    for column, value in columns.items():
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            values[column] = value
+    if since is not None:
+        where.append("created_at >= :since")
+        values["since"] = since
+    if until is not None:
+        where.append("created_at < :until")
+        values["until"] = until
+    after: Optional[tuple[int, str]] = None
+    while True:
+        keyset = list(where)
+        if after is not None:
+            keyset.append(
+                "(created_at > :after_t OR (created_at = :after_t AND id > :after_id))"
+            )
+            values.update(after_t=after[0], after_id=after[1])
+        page = await db.fetchall(
+            f"SELECT * FROM satmachineadmin.settlements WHERE {' AND '.join(keyset)} "
+            "ORDER BY created_at, id LIMIT :page",
+            {**values, "page": page_size},
+            Settlement,
+        )
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        after = (page[-1].created_at, page[-1].id)
 
 
 async def fixed_paid_on(client_id: str, slot_date: str) -> int:

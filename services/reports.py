@@ -1,13 +1,15 @@
 """Reports: what the operator and the LP read about money that already moved.
 
 Read-only views over the books: the operator's health (engine, sources, each machine's
-float against what its pending legs need), the legs as CSV, and the LP's summary per
-machine (docs/money.md, "Units": cost basis in fiat per BTC).
+float against what its pending legs need), legs and settlements as CSV (streamed, no
+cap), and the LP's summary per machine (docs/money.md, "Units": cost basis in fiat per
+BTC).
 """
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from lnbits.core.crud import get_wallet
 from lnbits.task_manager import task_manager
@@ -15,7 +17,7 @@ from lnbits.task_manager import task_manager
 from .. import bitspire, crud
 from ..calculations import cost_basis_fiat_per_btc, format_fiat
 from ..lamassu import config as lamassu_config
-from ..models import Leg, iso, leg_out
+from ..models import Settlement, iso
 
 # A settlement still processing after this long is reported as stuck.
 STUCK_AFTER_SECONDS = 600
@@ -116,36 +118,102 @@ CSV_COLUMNS = [
 ]
 
 
-def legs_csv(legs: Iterable[Leg]) -> str:
-    """The legs as CSV, one row each, columns as CSV_COLUMNS."""
+def _csv_text(rows: Iterable[list]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for leg in legs:
-        shown = leg_out(leg)
-        fiat_per_btc = None
-        if leg.amount_fiat_minor and leg.currency and leg.amount_sats:
-            fiat_per_btc = cost_basis_fiat_per_btc(
-                leg.amount_sats, leg.amount_fiat_minor, leg.currency
-            )
-        writer.writerow(
-            [
-                shown.created_at,
-                shown.completed_at,
-                leg.id,
-                leg.settlement_id or "",
-                leg.machine_id,
-                leg.client_id or "",
-                leg.leg_type,
-                leg.status,
-                leg.amount_sats,
-                shown.amount_fiat or "",
-                leg.currency or "",
-                leg.exchange_rate or "",
-                fiat_per_btc if fiat_per_btc is not None else "",
-                leg.destination or "",
-                leg.payment_hash or "",
-                leg.error or "",
-            ]
-        )
+    csv.writer(buffer).writerows(rows)
     return buffer.getvalue()
+
+
+def _leg_row(leg: Any) -> list:
+    """One exported leg (a row of crud.iter_leg_rows) as CSV_COLUMNS."""
+    fiat, currency, sats = leg["amount_fiat_minor"], leg["currency"], leg["amount_sats"]
+    fiat_per_btc = None
+    if fiat and currency and sats:
+        fiat_per_btc = cost_basis_fiat_per_btc(sats, fiat, currency)
+    return [
+        iso(leg["created_at"]),
+        iso(leg["completed_at"]),
+        leg["id"],
+        leg["settlement_id"] or "",
+        leg["machine_id"],
+        leg["client_id"] or "",
+        leg["leg_type"],
+        leg["status"],
+        sats,
+        format_fiat(fiat, currency) if fiat is not None and currency else "",
+        currency or "",
+        leg["exchange_rate"] or "",
+        fiat_per_btc if fiat_per_btc is not None else "",
+        leg["destination"] or "",
+        leg["payment_hash"] or "",
+        leg["error"] or "",
+    ]
+
+
+async def legs_csv_stream(
+    operator_user_id: str, filters: dict[str, Any]
+) -> AsyncIterator[str]:
+    """Every leg the filters match, oldest first, as CSV text a page at a time: no
+    cap on the number of rows, and memory for one page whatever the export's size."""
+    yield _csv_text([CSV_COLUMNS])
+    async for page in crud.iter_leg_rows(operator_user_id=operator_user_id, **filters):
+        yield _csv_text(_leg_row(leg) for leg in page)
+
+
+SETTLEMENT_CSV_COLUMNS = [
+    "created_at",
+    "processed_at",
+    "settlement_id",
+    "machine_id",
+    "source",
+    "external_id",
+    "tx_type",
+    "status",
+    "fiat_amount",
+    "currency",
+    "wire_sats",
+    "principal_sats",
+    "fee_sats",
+    "platform_fee_sats",
+    "operator_fee_sats",
+    "exchange_rate_sats_per_unit",
+    "orphan_sats",
+    "orphan_fiat",
+    "estimated",
+    "error",
+]
+
+
+def _settlement_row(settlement: Settlement) -> list:
+    currency = settlement.currency
+    return [
+        iso(settlement.created_at),
+        iso(settlement.processed_at),
+        settlement.id,
+        settlement.machine_id,
+        settlement.source,
+        settlement.external_id,
+        settlement.tx_type,
+        settlement.status,
+        format_fiat(settlement.fiat_amount_minor, currency),
+        currency,
+        settlement.wire_sats,
+        settlement.principal_sats,
+        settlement.fee_sats,
+        settlement.platform_fee_sats,
+        settlement.operator_fee_sats,
+        settlement.exchange_rate or "",
+        settlement.orphan_sats,
+        format_fiat(settlement.orphan_fiat_minor, currency),
+        "yes" if settlement.estimated else "no",
+        settlement.error or "",
+    ]
+
+
+async def settlements_csv_stream(
+    operator_user_id: str, filters: dict[str, Any]
+) -> AsyncIterator[str]:
+    """Every settlement the filters match, oldest first, streamed as legs are."""
+    yield _csv_text([SETTLEMENT_CSV_COLUMNS])
+    async for page in crud.iter_settlements(operator_user_id, **filters):
+        yield _csv_text(_settlement_row(s) for s in page)

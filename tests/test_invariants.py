@@ -591,3 +591,103 @@ async def test_racing_writes_on_unique_keys_answer_409_never_500(
     assert sorted(a.status_code for a in answers) == [201, 409, 409, 409], [
         a.text for a in answers
     ]
+
+
+# ---------------------------------------------------------------- exports
+
+
+async def test_csv_exports_have_no_cap(http, factory, no_platform_fee):
+    """Before: the legs CSV was silently cut at 500 rows. Both exports now stream
+    every matching row, oldest first, a page at a time."""
+    import csv
+    import io
+
+    from lnbits.db import insert_query, model_to_dict
+
+    from satmachineadmin import crud
+    from satmachineadmin.intake import settlement_draft
+    from satmachineadmin.models import Leg
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    row = await crud.get_machine(machine["id"])
+    start = crud.now() - 86_400
+    settlements = [
+        settlement_draft(
+            machine=row,
+            super_fee_fraction=Decimal(0),
+            source="manual",
+            external_id=f"export-{i}",
+            tx_type="cash_in",
+            fiat_amount_minor=100,
+            principal_sats=150,
+            fee_sats=0,
+            wire_sats=150,
+        ).copy(update={"status": "processed", "created_at": start + i // 3})
+        for i in range(1_234)
+    ]
+    legs = [
+        Leg(
+            id=crud.new_id(),
+            idempotency_key=f"export:{s.id}",
+            settlement_id=s.id,
+            machine_id=row.id,
+            operator_user_id=row.operator_user_id,
+            leg_type="operator_split",
+            status="completed",
+            amount_sats=1,
+            created_at=s.created_at,
+            updated_at=s.created_at,
+        )
+        for s in settlements
+    ]
+    async with crud.transaction() as tx:
+        await tx.execute_many(
+            insert_query("satmachineadmin.settlements", settlements[0]),
+            [model_to_dict(s) for s in settlements],
+        )
+        await tx.execute_many(
+            insert_query("satmachineadmin.legs", legs[0]),
+            [model_to_dict(leg) for leg in legs],
+        )
+
+    exported = await http.get(
+        f"{API}/legs.csv",
+        headers=operator.invoice,
+        params={"machine_id": machine["id"], "limit": 10},
+    )
+    assert exported.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == 1_234
+    assert [r["leg_id"] for r in rows] == [leg.id for leg in legs]
+
+    exported = await http.get(
+        f"{API}/settlements.csv",
+        headers=operator.invoice,
+        params={"machine_id": machine["id"], "status": "processed"},
+    )
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [r["settlement_id"] for r in rows] == [s.id for s in settlements]
+    assert rows[0]["fiat_amount"] == "1.00" and rows[0]["estimated"] == "no"
+    # A window of time: only what it holds.
+    from datetime import datetime, timezone
+
+    def at(epoch):
+        return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+    exported = await http.get(
+        f"{API}/settlements.csv",
+        headers=operator.invoice,
+        params={"since": at(start + 100), "until": at(start + 200)},
+    )
+    assert len(list(csv.DictReader(io.StringIO(exported.text)))) == 300
+    # Another operator's machine: 404, nothing exported.
+    stranger = await factory.operator()
+    refused = await http.get(
+        f"{API}/settlements.csv",
+        headers=stranger.invoice,
+        params={"machine_id": machine["id"]},
+    )
+    assert refused.status_code == 404

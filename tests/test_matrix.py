@@ -287,6 +287,7 @@ ROWS: list[Row] = [
     # ------------------------------------------------------------ legs (/payments: alias)
     Row("GET", "/legs", read(200, others=200)),
     Row("GET", "/legs.csv", read(200, others=200)),
+    Row("GET", "/settlements.csv", read(200, others=200)),
     Row("GET", "/payments", read(200, others=200)),
     Row(
         "GET",
