@@ -8,7 +8,7 @@ the route class (api/route.py) as `{"detail": reason}` with their status.
 from collections.abc import AsyncIterator
 from datetime import datetime
 from http import HTTPStatus
-from typing import Optional
+from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import StreamingResponse
@@ -453,6 +453,21 @@ def _csv_download(chunks: AsyncIterator[str], filename: str) -> StreamingRespons
 @route.get("/health")
 async def api_health(operator: str = Depends(operator_reader)) -> dict:
     return await reports.health(operator)
+
+
+@route.get("/reports")
+async def api_reports(
+    period: Literal["day", "week", "month"] = "month",
+    machine_id: Optional[str] = Query(None, max_length=64),
+    since: Optional[datetime] = None,
+    until: Optional[datetime] = None,
+    operator: str = Depends(operator_reader),
+) -> list[dict]:
+    if machine_id:
+        await operator_machine(operator, machine_id)
+    return await reports.periods(
+        operator, period, machine_id, epoch(since), epoch(until)
+    )
 
 
 @route.get("/audit", response_model=list[AuditOut])

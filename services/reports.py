@@ -9,7 +9,8 @@ BTC).
 import csv
 import io
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Optional
 
 from lnbits.core.crud import get_wallet
 from lnbits.task_manager import task_manager
@@ -217,3 +218,99 @@ async def settlements_csv_stream(
     yield _csv_text([SETTLEMENT_CSV_COLUMNS])
     async for page in crud.iter_settlements(operator_user_id, **filters):
         yield _csv_text(_settlement_row(s) for s in page)
+
+
+PERIODS = ("day", "week", "month")
+
+
+def period_start(epoch: int, period: str) -> date:
+    """The first day (UTC) of the day, ISO week (Monday) or month holding `epoch`."""
+    day = datetime.fromtimestamp(epoch, timezone.utc).date()
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _blank(period: date, machine_id: Optional[str], currency: str) -> dict:
+    return {
+        "period": period.isoformat(),
+        "machine_id": machine_id,
+        "currency": currency,
+        "cash_outs": 0,
+        "cash_ins": 0,
+        "cash_out_fiat_minor": 0,
+        "cash_in_fiat_minor": 0,
+        "principal_sats": 0,
+        "commission_sats": 0,
+        "platform_fee_sats": 0,
+        "operator_fee_sats": 0,
+        "orphan_sats": 0,
+        "lp_payout_sats": 0,
+        "lp_payout_fiat_minor": 0,
+    }
+
+
+async def periods(
+    operator_user_id: str,
+    period: str,
+    machine_id: Optional[str],
+    since: Optional[int],
+    until: Optional[int],
+) -> list[dict]:
+    """Volumes by period, per machine and in total (one total per currency): cash
+    in and out (fiat and sats), commission and its two shares, orphan sats, and
+    what reached LPs (completed dca, fixed and settlement legs). Settlements count
+    once landed and payable (not rejected or held); LP payouts when they completed."""
+    rows: dict[tuple[str, Optional[str], str], dict] = {}
+
+    def row(epoch: int, machine: Optional[str], currency: str) -> dict:
+        key = (period_start(epoch, period).isoformat(), machine, currency)
+        if key not in rows:
+            rows[key] = _blank(period_start(epoch, period), machine, currency)
+        return rows[key]
+
+    async for page in crud.iter_settlements(
+        operator_user_id, machine_id=machine_id, since=since, until=until
+    ):
+        for s in page:
+            if s.status in ("rejected", "held"):
+                continue
+            for target in (
+                row(s.created_at, s.machine_id, s.currency),
+                row(s.created_at, None, s.currency),
+            ):
+                kind = "cash_outs" if s.tx_type == "cash_out" else "cash_ins"
+                target[kind] += 1
+                target[f"{kind[:-1]}_fiat_minor"] += s.fiat_amount_minor
+                target["principal_sats"] += s.principal_sats
+                target["commission_sats"] += s.fee_sats
+                target["platform_fee_sats"] += s.platform_fee_sats
+                target["operator_fee_sats"] += s.operator_fee_sats
+                target["orphan_sats"] += s.orphan_sats
+    async for legs in crud.iter_leg_rows(
+        operator_user_id=operator_user_id,
+        status="completed",
+        machine_id=machine_id,
+        since=since,
+        until=until,
+    ):
+        for leg in legs:
+            if leg["leg_type"] not in crud.BALANCE_LEG_TYPES or not leg["currency"]:
+                continue
+            moment = leg["completed_at"] or leg["created_at"]
+            for target in (
+                row(moment, leg["machine_id"], leg["currency"]),
+                row(moment, None, leg["currency"]),
+            ):
+                target["lp_payout_sats"] += leg["amount_sats"]
+                target["lp_payout_fiat_minor"] += leg["amount_fiat_minor"] or 0
+    shown = []
+    for key in sorted(rows, key=lambda k: (k[0], k[1] is None, k[1] or "", k[2])):
+        figures = rows[key]
+        currency = figures["currency"]
+        for field in ("cash_out_fiat", "cash_in_fiat", "lp_payout_fiat"):
+            figures[field] = format_fiat(figures.pop(f"{field}_minor"), currency)
+        shown.append(figures)
+    return shown
