@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import crud
-from ..errors import BadInput, NotFound
+from ..errors import BadInput, NotFound, Refused
 from ..models import iso
 from .connection import (
     SSL_MODES,
@@ -143,7 +143,7 @@ async def save_config(operator_user_id: str, data: LamassuConfigIn) -> LamassuCo
     existing = await get_config(operator_user_id)
     moment = crud.now()
     if data.password is None:
-        encrypted = existing.password_encrypted if existing else None
+        encrypted = _reusable_password(existing, settings)
     else:
         encrypted = encrypt_password(data.password)
     base = existing.dict() if existing else {}
@@ -184,35 +184,67 @@ async def save_config(operator_user_id: str, data: LamassuConfigIn) -> LamassuCo
     return config
 
 
+TARGET_FIELDS = (
+    ("host", "host"),
+    ("port", "port"),
+    ("database_name", "database"),
+    ("username", "username"),
+)
+
+
+def _reusable_password(
+    existing: LamassuConfig | None, settings: dict[str, Any]
+) -> str | None:
+    """The stored (encrypted) password, for settings that gave none.
+
+    It was entered for one server, database and role: it is reused only while host,
+    port, database and username are all unchanged, never sent anywhere else (a
+    server there could ask for it in clear text). Nothing stored: nothing to reuse.
+    """
+    if existing is None or not existing.password_encrypted:
+        return None
+    changed = [
+        name
+        for column, name in TARGET_FIELDS
+        if getattr(existing, column) != settings[column]
+    ]
+    if changed:
+        raise Refused(
+            f"password: required because {', '.join(changed)} changed; the stored "
+            "password is only ever sent to the server, database and user it was "
+            'entered for. Enter the password for the new settings (or "" for none)'
+        )
+    return existing.password_encrypted
+
+
 async def target_for_test(
     operator_user_id: str, data: LamassuConfigIn | None
 ) -> Target:
-    """The stored settings, or those in the request (its password, else the stored)."""
+    """The stored settings, or those in the request: with the request's password,
+    else the stored one if the request names the same target (else a 422).
+    Raises DecryptError when the stored password cannot be decrypted."""
     existing = await get_config(operator_user_id)
     if data is None:
         if existing is None:
             raise NotFound("Lamassu is not configured: PUT /lamassu/config first")
-        return Target.of(existing)
-    password = data.password if isinstance(data.password, str) else ""
-    return Target.of(validate_settings(data), password)
+        return Target.of(existing, decrypt_password(existing.password_encrypted))
+    settings = validate_settings(data)
+    if isinstance(data.password, str):
+        return Target.of(settings, data.password)
+    return Target.of(settings, decrypt_password(_reusable_password(existing, settings)))
 
 
 async def run_test(operator_user_id: str, data: LamassuConfigIn | None) -> dict:
-    target = await target_for_test(operator_user_id, data)
-    if not (data is not None and isinstance(data.password, str)):
-        existing = await get_config(operator_user_id)
-        try:
-            target.password = decrypt_password(
-                existing.password_encrypted if existing else None
-            )
-        except DecryptError as exc:
-            return {
-                "ok": False,
-                "checks": [{"name": "config", "ok": False, "message": str(exc)}],
-                "server_time": None,
-                "transactions_visible": None,
-                "fixed_fee_column": None,
-            }
+    try:
+        target = await target_for_test(operator_user_id, data)
+    except DecryptError as exc:
+        return {
+            "ok": False,
+            "checks": [{"name": "config", "ok": False, "message": str(exc)}],
+            "server_time": None,
+            "transactions_visible": None,
+            "fixed_fee_column": None,
+        }
     try:
         return await test_connection(target)
     except Exception as exc:  # never let a password-bearing traceback escape

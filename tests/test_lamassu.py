@@ -8,6 +8,7 @@ Lamassu password ever appears in any of them.
 """
 
 import json
+import secrets
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -18,13 +19,17 @@ from lamassu_fixture import (
     NOGRANT,
     NOGRANT_PASSWORD,
     READER_PASSWORD,
+    PasswordCatcher,
     device_id,
     lamassu_server,
     start_in_background,
 )
 
 API = "/satmachineadmin/api/v1"
-SECRETS = (READER_PASSWORD, NOGRANT_PASSWORD, "WrOng-pass-7788")
+# The password an operator stored for one server; a test checks it never reaches
+# another (and, like the others, never a response or a log line).
+STORED_PASSWORD = "St-" + secrets.token_hex(12) + "-pw"
+SECRETS = (READER_PASSWORD, NOGRANT_PASSWORD, "WrOng-pass-7788", STORED_PASSWORD)
 RESPONSES: list[str] = []
 LOGS: list[str] = []
 
@@ -661,6 +666,148 @@ async def test_poll_all_due_polls_due_configs_only(http, factory, lamassu_server
     third = await lamassu_db.cash_out(device)
     await lamassu_poller.poll_all_due()
     assert third not in await settlements(operator, machine)
+
+
+# ---------------------------------------------------------------- the stored password
+
+
+async def test_stored_password_is_sent_only_to_the_target_it_was_entered_for(
+    http, factory, lamassu_server
+):
+    """The issue "Every sat held by the database": a fake PostgreSQL asking for a
+    cleartext password received the stored one when only the host was changed."""
+    operator = await factory.operator()
+    catcher = PasswordCatcher()
+    try:
+        port, other_port = 15432, 15433
+        host = await catcher.listen(port)
+        other_host = await catcher.listen(port)
+        await catcher.listen(other_port, host)
+        base = {
+            "host": host,
+            "port": port,
+            "database": "lamassu",
+            "username": "reader",
+            "sslmode": "disable",
+            "enabled": False,
+        }
+        response = await call(
+            http,
+            "PUT",
+            "/lamassu/config",
+            operator.admin,
+            json={**base, "password": STORED_PASSWORD},
+        )
+        assert response.status_code == 200, response.text
+
+        # The same target without a password: the stored one is used, there only.
+        response = await call(http, "POST", "/lamassu/test", operator.admin, json=base)
+        assert response.status_code == 200, response.text
+        assert response.json()["ok"] is False
+        assert [(c.socket, c.user, c.database, c.password) for c in catcher.logins] == [
+            (f"{host}/.s.PGSQL.{port}", "reader", "lamassu", STORED_PASSWORD)
+        ]
+        catcher.logins.clear()
+        attempts = catcher.attempts
+
+        changes = [
+            ({"host": other_host}, "host"),
+            ({"port": other_port}, "port"),
+            ({"database": "elsewhere"}, "database"),
+            ({"username": "someone_else"}, "username"),
+        ]
+        for change, field in changes:
+            for body in ({**base, **change}, {**base, **change, "password": None}):
+                for method, path in (
+                    ("POST", "/lamassu/test"),
+                    ("PUT", "/lamassu/config"),
+                ):
+                    response = await call(http, method, path, operator.admin, json=body)
+                    assert response.status_code == 422, (method, change, response.text)
+                    detail = response.json()["detail"]
+                    assert "password" in detail and field in detail, detail
+        # Refused before connecting: no server was even asked.
+        assert catcher.attempts == attempts and catcher.logins == []
+        response = await call(http, "GET", "/lamassu/config", operator.invoice)
+        saved = response.json()
+        assert (saved["host"], saved["port"], saved["database"], saved["username"]) == (
+            host,
+            port,
+            "lamassu",
+            "reader",
+        )
+        assert saved["password_set"] is True
+
+        # With a password for the new target it goes through, with that password.
+        moved = {**base, "host": other_host, "password": "New-target-pw"}
+        response = await call(http, "POST", "/lamassu/test", operator.admin, json=moved)
+        assert response.status_code == 200, response.text
+        assert [(c.socket, c.password) for c in catcher.logins] == [
+            (f"{other_host}/.s.PGSQL.{port}", "New-target-pw")
+        ]
+        response = await call(
+            http, "PUT", "/lamassu/config", operator.admin, json=moved
+        )
+        assert response.status_code == 200 and response.json()["password_set"] is True
+        # "" (no password at all) may go anywhere.
+        response = await call(
+            http,
+            "PUT",
+            "/lamassu/config",
+            operator.admin,
+            json={**base, "port": other_port, "password": ""},
+        )
+        assert response.status_code == 200 and response.json()["password_set"] is False
+        # Nothing stored, nothing to leak: a new target without a password is fine.
+        response = await call(
+            http,
+            "PUT",
+            "/lamassu/config",
+            operator.admin,
+            json={**base, "database": "third"},
+        )
+        assert response.status_code == 200, response.text
+        assert all(c.password != STORED_PASSWORD for c in catcher.logins)
+    finally:
+        await catcher.close()
+
+
+async def test_same_target_without_password_keeps_working_on_a_real_server(
+    http, factory, lamassu_server
+):
+    operator = await factory.operator()
+    lamassu_db = await lamassu_server.new_database()
+    _, device = await linked_machine(factory, operator, lamassu_db)
+    await lamassu_db.cash_out(device)
+    await configure(http, operator, lamassu_db)
+
+    same = lamassu_db.config(enabled=False, lookback_hours=24, sslmode="prefer")
+    same.pop("password")
+    response = await call(http, "POST", "/lamassu/test", operator.admin, json=same)
+    assert response.status_code == 200 and response.json()["ok"] is True, response.text
+    response = await call(http, "PUT", "/lamassu/config", operator.admin, json=same)
+    assert response.status_code == 200, response.text
+    assert response.json()["password_set"] is True
+    assert (await poll(http, operator))["new"] == 1
+
+    # Another role on the same server: the reader's password is not tried for it.
+    nogrant = {**same, "username": NOGRANT}
+    for method, path in (("POST", "/lamassu/test"), ("PUT", "/lamassu/config")):
+        response = await call(http, method, path, operator.admin, json=nogrant)
+        assert response.status_code == 422, response.text
+    # Another database on the same server, likewise.
+    other_db = await lamassu_server.new_database()
+    moved = {**same, "database": other_db.name}
+    response = await call(http, "POST", "/lamassu/test", operator.admin, json=moved)
+    assert response.status_code == 422, response.text
+    response = await call(
+        http,
+        "POST",
+        "/lamassu/test",
+        operator.admin,
+        json={**moved, "password": READER_PASSWORD},
+    )
+    assert response.status_code == 200 and response.json()["ok"] is True
 
 
 # ---------------------------------------------------------------- secrets
