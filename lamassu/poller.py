@@ -1,24 +1,34 @@
 """The Lamassu poller: read each operator's Lamassu PostgreSQL, land settlements.
 
 The Lamassu server writes every transaction to its own PostgreSQL; there is no NOTIFY
-for them, so each operator's configuration is polled. A poll reads, within a lookback
-window of `created`, the *successful* cash-outs and cash-ins, maps each device to one
-of the operator's active machines and hands every new transaction to intake.py
-(`rejected` when its numbers cannot be used). The settlement's unique key (machine,
-"lamassu", Lamassu tx id) makes polling the same window again harmless; no cursor is
-needed and none could be trusted, because a redeem-later cash-out becomes successful
-up to a day after `created`.
+for them, so each operator's configuration is polled. A poll reads the *successful*
+cash-outs and cash-ins created within a window, maps each device to one of the
+operator's active machines and hands every new transaction to intake.py (`rejected`
+when its numbers cannot be used). The settlement's unique key (machine, "lamassu",
+Lamassu tx id) makes reading a transaction again harmless.
 
-Efficiency: a poll first reads only (id, device_id, created) of the successful rows in
-the window, drops those already landed with one query on our side, and fetches full
-rows only for the rest, in batches.
+The window (docs/sources.md, "Polling"). A redeem-later cash-out becomes successful
+up to a day after `created`, so a poll always reads `lookback_hours` back. And a
+cursor kept in the database (`cursor_at`: the Lamassu server's time up to which the
+last successful poll read) makes an outage of any length lose nothing: the window
+starts at min(now, cursor_at) - lookback_hours, so what was created during the outage
+is read, and so is a transaction created shortly before it that became successful
+during it. `start_at`, the operator's, bounds the window below: history before it is
+never read. The cursor moves only after a successful poll, and only to where that
+poll read up to (Lamassu's `now()` when it began).
+
+Memory and time: a poll reads only (id, device_id, created) of the successful rows,
+KEY_PAGE at a time in (created, id) order, drops those already landed, and fetches
+full rows only for the rest, FETCH_BATCH at a time; so a catch-up after a long outage
+never holds more than a page.
 """
 
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import asyncpg
 from loguru import logger
@@ -33,6 +43,7 @@ from .connection import (
     CRYPTO_FILTER,
     SUCCESS,
     TX_TABLES,
+    Catalog,
     Target,
     check_catalog,
     close_quietly,
@@ -50,6 +61,9 @@ from .mapping import SOURCE, draft_row, epoch
 # While a poll runs its row is leased this long: another LNbits process on the same
 # database skips it, and a poller that died is retried after the lease.
 POLL_LEASE_SECONDS = 600
+# Successful transactions' (id, device_id, created) read per query, and full rows
+# fetched per query: what a poll holds at once, however long the window.
+KEY_PAGE = 10_000
 FETCH_BATCH = 1000
 MAX_UNKNOWN_DEVICES_SHOWN = 100
 # Our clock and Lamassu's may differ; settlements landed this long before the window
@@ -70,37 +84,92 @@ class PollResult:
     duration_ms: int = 0
     unknown_devices: dict[str, dict] = field(default_factory=dict)
     newest_created: int | None = None
+    # Where this poll read up to (Lamassu's clock): the next cursor.
+    cursor: int | None = None
 
 
 @dataclass
-class _Keys:
-    """Successful transactions in the window, grouped by device: ids only."""
+class Window:
+    """What a poll reads: successful transactions created in [start, end)."""
 
-    by_device: dict[str, list[tuple[str, str]]]  # device -> [(tx_type, tx id)]
-    found: int = 0
-    newest: int | None = None
+    start: int  # epoch seconds, Lamassu's clock
+    end: datetime  # Lamassu's now() when the poll began
+    lookback: int  # seconds
+
+    @property
+    def end_epoch(self) -> int:
+        return int(self.end.timestamp())
+
+    @property
+    def catching_up(self) -> bool:
+        """Longer than the lookback by more than a day: after an outage, or from the
+        start date (a steady poll's is longer by its interval only)."""
+        return self.start < self.end_epoch - self.lookback - CLOCK_MARGIN_SECONDS
 
 
-async def _successful_keys(conn: asyncpg.Connection, lookback_hours: int) -> _Keys:
-    keys = _Keys(by_device={})
-    for tx_type, table in TX_TABLES.items():
-        rows = await read(
-            conn,
-            f"SELECT device_id, array_agg(id::text) AS ids, max(created) AS newest "
-            f"FROM {table} "
-            "WHERE created >= now() - make_interval(hours => $1) "
-            f"AND {SUCCESS[tx_type]} AND {CRYPTO_FILTER} GROUP BY device_id",
-            lookback_hours,
-        )
-        for row in rows:
-            device = str(row["device_id"] or "").lower()
-            ids = row["ids"]
-            keys.by_device.setdefault(device, []).extend((tx_type, i) for i in ids)
-            keys.found += len(ids)
-            newest = epoch(row["newest"])
-            if newest is not None and (keys.newest is None or newest > keys.newest):
-                keys.newest = newest
-    return keys
+def window_start(config: LamassuConfig, now: int) -> int:
+    """min(now, cursor) - lookback; from the start date on the first poll; never
+    before the start date."""
+    lookback = config.lookback_hours * 3600
+    if config.cursor_at is not None:
+        start = min(now, config.cursor_at) - lookback
+    elif config.start_at is not None:
+        start = config.start_at
+    else:
+        start = now - lookback
+    if config.start_at is not None:
+        start = max(start, config.start_at)
+    return start
+
+
+async def _window(conn: asyncpg.Connection, config: LamassuConfig) -> Window:
+    rows = await read(conn, "SELECT now() AS now")
+    end: datetime = rows[0]["now"]
+    return Window(
+        start=window_start(config, int(end.timestamp())),
+        end=end,
+        lookback=config.lookback_hours * 3600,
+    )
+
+
+async def _key_pages(
+    conn: asyncpg.Connection, tx_type: str, window: Window
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """(id, device_id, created) of the window's successful rows, a page at a time,
+    oldest first; each page is its own query, resumed after the last (created, id)."""
+    select = (
+        f"SELECT id::text AS id, device_id, created FROM {TX_TABLES[tx_type]} "
+        f"WHERE created >= $1 AND created < $2 AND {SUCCESS[tx_type]} "
+        f"AND {CRYPTO_FILTER} "
+    )
+    start = datetime.fromtimestamp(window.start, timezone.utc)
+    after: tuple[datetime, str] | None = None
+    while True:
+        page = KEY_PAGE
+        if after is None:
+            rows = await read(
+                conn,
+                select + "ORDER BY created, id LIMIT $3",
+                start,
+                window.end,
+                page,
+            )
+        else:
+            rows = await read(
+                conn,
+                select + "AND (created, id) > ($3, $4::uuid) "
+                "ORDER BY created, id LIMIT $5",
+                start,
+                window.end,
+                after[0],
+                after[1],
+                page,
+            )
+        if rows:
+            yield rows
+        if len(rows) < page:
+            return
+        after = (rows[-1]["created"], rows[-1]["id"])
 
 
 def _operator_machines(
@@ -132,31 +201,13 @@ def _not_paid_reason(
     return None
 
 
-# Per operator: (machine id, Lamassu tx id) this process has seen as a settlement.
-# Settlements are never deleted, so an entry can only save a lookup, never hide a
-# transaction; each successful poll keeps only what is still in the window.
+# Per operator: (machine id, Lamassu tx id) this process has seen as a settlement,
+# for the transactions the next poll will read again. Settlements are never deleted,
+# so an entry can only save a lookup, never hide a transaction.
 _known_cache: dict[str, set[tuple[str, str]]] = {}
-# Above this many unchecked ids one window query beats per-id lookups.
+# Above this many unchecked ids in a page one window query beats per-id lookups
+# (not while catching up: that window, and the query's answer, have no bound).
 WINDOW_QUERY_THRESHOLD = 2000
-
-
-async def _known_keys(
-    config: LamassuConfig, unchecked: list[tuple[str, str]]
-) -> set[tuple[str, str]]:
-    """Which of `unchecked` (machine id, tx id) already are settlements."""
-    if not unchecked:
-        return set()
-    machine_ids = sorted({m for m, _ in unchecked})
-    if len(unchecked) > WINDOW_QUERY_THRESHOLD:
-        since = int(time.time()) - config.lookback_hours * 3600 - CLOCK_MARGIN_SECONDS
-        return await crud.known_lamassu_external_ids(machine_ids, since)
-    found: set[tuple[str, str]] = set()
-    for start in range(0, len(unchecked), 500):
-        chunk = unchecked[start : start + 500]
-        found |= await crud.known_lamassu_settlements(
-            sorted({m for m, _ in chunk}), [e for _, e in chunk]
-        )
-    return found
 
 
 async def _land_drafts(drafts: list[Settlement], result: PollResult) -> None:
@@ -179,19 +230,148 @@ async def _land_drafts(drafts: list[Settlement], result: PollResult) -> None:
     result.already_known += len(drafts) - len(landed)
 
 
-def _classify_devices(
-    keys: _Keys, by_device: dict[str, list[Machine]], unpaired: set[str]
-) -> tuple[dict[str, Machine], dict[str, dict]]:
-    payable: dict[str, Machine] = {}
-    unknown: dict[str, dict] = {}
-    for device, ids in keys.by_device.items():
-        reason = _not_paid_reason(device, by_device.get(device, []), unpaired)
-        if reason is None:
-            payable[device] = next(m for m in by_device[device] if m.status == "active")
-        else:
-            unknown[device] = {"transactions": len(ids), "reason": reason}
-    shown = sorted(unknown.items(), key=lambda kv: (-kv[1]["transactions"], kv[0]))
-    return payable, dict(shown[:MAX_UNKNOWN_DEVICES_SHOWN])
+class _Poll:
+    """One poll's state: what it found so far, page after page."""
+
+    def __init__(
+        self,
+        config: LamassuConfig,
+        conn: asyncpg.Connection,
+        catalog: Catalog,
+        unpaired: set[str],
+        window: Window,
+    ):
+        self.config = config
+        self.conn = conn
+        self.catalog = catalog
+        self.unpaired = unpaired
+        self.window = window
+        self.result = PollResult(ok=True)
+        self.payable: dict[str, Machine] = {}  # device -> the machine it pays
+        self.reasons: dict[str, str] = {}  # device -> why it is not paid
+        self.unknown: dict[str, dict] = {}
+        self.cached = _known_cache.get(config.operator_user_id, set())
+        self.keep: set[tuple[str, str]] = set()  # cache for the next poll
+        self.keep_since = window.end_epoch - window.lookback
+        self.window_known: set[tuple[str, str]] = set()
+        self.window_machines: set[str] = set()
+
+    def remember(self, machine_id: str, tx_id: str, created: int | None) -> None:
+        if created is not None and created >= self.keep_since:
+            self.keep.add((machine_id, tx_id))
+
+    async def _resolve_devices(self, devices: Sequence[str]) -> None:
+        new = sorted(
+            d for d in devices if d not in self.payable and d not in self.reasons
+        )
+        if not new:
+            return
+        machines = await crud.get_machines_by_device(new)
+        by_device = _operator_machines(self.config.operator_user_id, machines)
+        for device in new:
+            candidates = by_device.get(device, [])
+            reason = _not_paid_reason(device, candidates, self.unpaired)
+            if reason is None:
+                self.payable[device] = next(
+                    m for m in candidates if m.status == "active"
+                )
+            else:
+                self.reasons[device] = reason
+
+    async def _known(self, unchecked: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of `unchecked` (machine id, tx id) already are settlements."""
+        if not unchecked:
+            return set()
+        machine_ids = {m for m, _ in unchecked}
+        if len(unchecked) > WINDOW_QUERY_THRESHOLD and not self.window.catching_up:
+            missing = sorted(machine_ids - self.window_machines)
+            if missing:
+                since = self.window.start - CLOCK_MARGIN_SECONDS
+                self.window_known |= await crud.known_lamassu_external_ids(
+                    missing, since
+                )
+                self.window_machines.update(missing)
+            return self.window_known
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(unchecked), 500):
+            chunk = unchecked[start : start + 500]
+            found |= await crud.known_lamassu_settlements(
+                sorted({m for m, _ in chunk}), [e for _, e in chunk]
+            )
+        return found
+
+    async def page(self, tx_type: str, rows: list[asyncpg.Record]) -> None:
+        """Land what is new among one page of keys."""
+        result = self.result
+        result.found += len(rows)
+        newest = epoch(rows[-1]["created"])  # the page is in `created` order
+        if newest is not None and (
+            result.newest_created is None or newest > result.newest_created
+        ):
+            result.newest_created = newest
+        by_device: dict[str, list[asyncpg.Record]] = {}
+        for row in rows:
+            by_device.setdefault(str(row["device_id"] or "").lower(), []).append(row)
+        await self._resolve_devices(list(by_device))
+
+        candidates: list[tuple[str, str, int | None]] = []
+        for device, device_rows in by_device.items():
+            machine = self.payable.get(device)
+            if machine is None:
+                result.not_paid += len(device_rows)
+                entry = self.unknown.setdefault(
+                    device, {"transactions": 0, "reason": self.reasons[device]}
+                )
+                entry["transactions"] += len(device_rows)
+                continue
+            candidates += [
+                (machine.id, row["id"], epoch(row["created"])) for row in device_rows
+            ]
+        unchecked = [(m, t) for m, t, _ in candidates if (m, t) not in self.cached]
+        known = await self._known(unchecked)
+        todo: dict[str, int | None] = {}
+        for machine_id, tx_id, created in candidates:
+            if (machine_id, tx_id) in self.cached or (machine_id, tx_id) in known:
+                result.already_known += 1
+                self.remember(machine_id, tx_id, created)
+            else:
+                todo[tx_id] = created
+        await self._fetch_and_land(tx_type, todo)
+
+    async def _fetch_and_land(self, tx_type: str, todo: dict[str, int | None]) -> None:
+        columns = select_list(tx_type, self.catalog)
+        table = TX_TABLES[tx_type]
+        pending = list(todo)
+        for start in range(0, len(pending), FETCH_BATCH):
+            rows = await read(
+                self.conn,
+                f"SELECT {columns} FROM {table} "
+                f"WHERE id = ANY($1::uuid[]) AND {SUCCESS[tx_type]} "
+                f"AND {CRYPTO_FILTER} ORDER BY created, id",
+                pending[start : start + FETCH_BATCH],
+            )
+            fraction = await current_super_fee_fraction()
+            drafts = []
+            for row in rows:
+                machine = self.payable.get(str(row["device_id"] or "").lower())
+                if machine is None:  # the row moved to another device meanwhile
+                    continue
+                drafts.append(draft_row(tx_type, row, machine, fraction))
+            if drafts:
+                await _land_drafts(drafts, self.result)
+            for draft in drafts:
+                self.remember(
+                    draft.machine_id, draft.external_id, todo.get(draft.external_id)
+                )
+
+    def finish(self) -> PollResult:
+        shown = sorted(
+            self.unknown.items(), key=lambda kv: (-kv[1]["transactions"], kv[0])
+        )
+        self.result.unknown_devices = dict(shown[:MAX_UNKNOWN_DEVICES_SHOWN])
+        self.result.cursor = self.window.end_epoch
+        _known_cache[self.config.operator_user_id] = self.keep
+        return self.result
 
 
 async def run_poll(config: LamassuConfig, target: Target) -> PollResult:
@@ -222,60 +402,14 @@ async def run_poll(config: LamassuConfig, target: Target) -> PollResult:
 async def _poll_on(
     conn: asyncpg.Connection, config: LamassuConfig, target: Target
 ) -> PollResult:
-    result = PollResult(ok=True)
     catalog = await inspect_catalog(conn)
     check_catalog(catalog, target)
-    keys = await _successful_keys(conn, config.lookback_hours)
     unpaired = await read_unpaired(conn, catalog)
-    result.found = keys.found
-    result.newest_created = keys.newest
-
-    machines = await crud.get_machines_by_device(sorted(keys.by_device))
-    by_device = _operator_machines(config.operator_user_id, machines)
-    payable, result.unknown_devices = _classify_devices(keys, by_device, unpaired)
-    result.not_paid = sum(
-        len(ids) for d, ids in keys.by_device.items() if d not in payable
-    )
-
-    cache = _known_cache.get(config.operator_user_id, set())
-    candidates = [
-        (tx_type, machine.id, tx_id)
-        for device, machine in payable.items()
-        for tx_type, tx_id in keys.by_device[device]
-    ]
-    unchecked = [(m, t) for _, m, t in candidates if (m, t) not in cache]
-    known = cache | await _known_keys(config, unchecked)
-    todo: dict[str, list[str]] = {"cash_out": [], "cash_in": []}
-    for tx_type, machine_id, tx_id in candidates:
-        if (machine_id, tx_id) in known:
-            result.already_known += 1
-        else:
-            todo[tx_type].append(tx_id)
-
-    for tx_type, pending in todo.items():
-        columns = select_list(tx_type, catalog)
-        table = TX_TABLES[tx_type]
-        for start in range(0, len(pending), FETCH_BATCH):
-            rows = await read(
-                conn,
-                f"SELECT {columns} FROM {table} "
-                f"WHERE id = ANY($1::uuid[]) AND {SUCCESS[tx_type]} "
-                f"AND {CRYPTO_FILTER} ORDER BY created, id",
-                pending[start : start + FETCH_BATCH],
-            )
-            fraction = await current_super_fee_fraction()
-            drafts = []
-            for row in rows:
-                machine = payable.get(str(row["device_id"] or "").lower())
-                if machine is None:  # the row moved to another device meanwhile
-                    continue
-                drafts.append(draft_row(tx_type, row, machine, fraction))
-            if drafts:
-                await _land_drafts(drafts, result)
-            known.update((d.machine_id, d.external_id) for d in drafts)
-    window = {(m, t) for _, m, t in candidates}
-    _known_cache[config.operator_user_id] = known & window
-    return result
+    poll = _Poll(config, conn, catalog, unpaired, await _window(conn, config))
+    for tx_type in TX_TABLES:
+        async for rows in _key_pages(conn, tx_type, poll.window):
+            await poll.page(tx_type, rows)
+    return poll.finish()
 
 
 _locks: dict[str, asyncio.Lock] = {}
@@ -348,6 +482,15 @@ async def poll_operator(operator_user_id: str) -> PollResult:
                 "next_poll_at": crud.now() + config.poll_interval_seconds,
             },
         )
+        if result.cursor is not None:
+            # Not if the settings, the cursor or the start date changed meanwhile.
+            await crud.advance_lamassu_cursor(
+                operator_user_id,
+                result.cursor,
+                updated_at=config.updated_at,
+                old_cursor_at=config.cursor_at,
+                start_at=config.start_at,
+            )
         if result.new:
             logger.info(
                 f"satmachineadmin: Lamassu poll for operator {operator_user_id}: "
