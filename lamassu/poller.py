@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import asyncpg
 from loguru import logger
@@ -132,44 +133,69 @@ async def _window(conn: asyncpg.Connection, config: LamassuConfig) -> Window:
     )
 
 
+@dataclass
+class KeyPage:
+    """One page of a window's successful transactions: ids only, by device."""
+
+    by_device: dict[str, list[str]]  # device (lower case) -> Lamassu tx ids
+    count: int
+    newest: int | None  # the page's newest `created`
+    last: tuple[datetime, str]  # its last (created, id): the next page starts after
+
+
 async def _key_pages(
     conn: asyncpg.Connection, tx_type: str, window: Window
-) -> AsyncIterator[list[asyncpg.Record]]:
-    """(id, device_id, created) of the window's successful rows, a page at a time,
-    oldest first; each page is its own query, resumed after the last (created, id)."""
-    select = (
-        f"SELECT id::text AS id, device_id, created FROM {TX_TABLES[tx_type]} "
-        f"WHERE created >= $1 AND created < $2 AND {SUCCESS[tx_type]} "
-        f"AND {CRYPTO_FILTER} "
-    )
+) -> AsyncIterator[KeyPage]:
+    """The window's successful transactions, KEY_PAGE at a time in (created, id)
+    order; each page is one query, resumed after the last (created, id), that answers
+    one row per device (its ids as an array) rather than one per transaction."""
+    where = f"created >= $1 AND created < $2 AND {SUCCESS[tx_type]} AND {CRYPTO_FILTER}"
     start = datetime.fromtimestamp(window.start, timezone.utc)
     after: tuple[datetime, str] | None = None
     while True:
-        page = KEY_PAGE
-        if after is None:
-            rows = await read(
-                conn,
-                select + "ORDER BY created, id LIMIT $3",
-                start,
-                window.end,
-                page,
-            )
+        size = KEY_PAGE
+        args: list[Any] = [start, window.end]
+        if after is not None:
+            where_after = f"{where} AND (created, id) > ($3, $4::uuid)"
+            args += [after[0], after[1]]
         else:
-            rows = await read(
-                conn,
-                select + "AND (created, id) > ($3, $4::uuid) "
-                "ORDER BY created, id LIMIT $5",
-                start,
-                window.end,
-                after[0],
-                after[1],
-                page,
+            where_after = where
+        args.append(size)
+        rows = await read(
+            conn,
+            f"""
+            WITH page AS (
+                SELECT id, device_id, created FROM {TX_TABLES[tx_type]}
+                WHERE {where_after}
+                ORDER BY created, id LIMIT ${len(args)}
+            ), last AS (
+                SELECT created, id FROM page ORDER BY created DESC, id DESC LIMIT 1
             )
-        if rows:
-            yield rows
-        if len(rows) < page:
+            SELECT page.device_id, array_agg(page.id::text) AS ids,
+                   max(page.created) AS newest,
+                   (SELECT created FROM last) AS last_created,
+                   (SELECT id::text FROM last) AS last_id
+            FROM page GROUP BY page.device_id
+            """,
+            *args,
+        )
+        if not rows:
             return
-        after = (rows[-1]["created"], rows[-1]["id"])
+        by_device: dict[str, list[str]] = {}
+        for row in rows:
+            device = str(row["device_id"] or "").lower()
+            by_device.setdefault(device, []).extend(row["ids"])
+        newest = [epoch(row["newest"]) for row in rows]
+        page = KeyPage(
+            by_device=by_device,
+            count=sum(len(row["ids"]) for row in rows),
+            newest=max((n for n in newest if n is not None), default=None),
+            last=(rows[0]["last_created"], rows[0]["last_id"]),
+        )
+        yield page
+        if page.count < size:
+            return
+        after = page.last
 
 
 def _operator_machines(
@@ -256,10 +282,6 @@ class _Poll:
         self.window_known: set[tuple[str, str]] = set()
         self.window_machines: set[str] = set()
 
-    def remember(self, machine_id: str, tx_id: str, created: int | None) -> None:
-        if created is not None and created >= self.keep_since:
-            self.keep.add((machine_id, tx_id))
-
     async def _resolve_devices(self, devices: Sequence[str]) -> None:
         new = sorted(
             d for d in devices if d not in self.payable and d not in self.reasons
@@ -300,48 +322,46 @@ class _Poll:
             )
         return found
 
-    async def page(self, tx_type: str, rows: list[asyncpg.Record]) -> None:
+    async def page(self, tx_type: str, page: KeyPage) -> None:
         """Land what is new among one page of keys."""
         result = self.result
-        result.found += len(rows)
-        newest = epoch(rows[-1]["created"])  # the page is in `created` order
-        if newest is not None and (
-            result.newest_created is None or newest > result.newest_created
+        result.found += page.count
+        if page.newest is not None and (
+            result.newest_created is None or page.newest > result.newest_created
         ):
-            result.newest_created = newest
-        by_device: dict[str, list[asyncpg.Record]] = {}
-        for row in rows:
-            by_device.setdefault(str(row["device_id"] or "").lower(), []).append(row)
-        await self._resolve_devices(list(by_device))
+            result.newest_created = page.newest
+        # What the next poll reads again is cached (a page straddling that line whole).
+        keep = page.newest is not None and page.newest >= self.keep_since
+        await self._resolve_devices(list(page.by_device))
 
-        candidates: list[tuple[str, str, int | None]] = []
-        for device, device_rows in by_device.items():
+        candidates: list[tuple[str, str]] = []
+        for device, ids in page.by_device.items():
             machine = self.payable.get(device)
             if machine is None:
-                result.not_paid += len(device_rows)
+                result.not_paid += len(ids)
                 entry = self.unknown.setdefault(
                     device, {"transactions": 0, "reason": self.reasons[device]}
                 )
-                entry["transactions"] += len(device_rows)
+                entry["transactions"] += len(ids)
                 continue
-            candidates += [
-                (machine.id, row["id"], epoch(row["created"])) for row in device_rows
-            ]
-        unchecked = [(m, t) for m, t, _ in candidates if (m, t) not in self.cached]
+            candidates += [(machine.id, tx_id) for tx_id in ids]
+        unchecked = [key for key in candidates if key not in self.cached]
         known = await self._known(unchecked)
-        todo: dict[str, int | None] = {}
-        for machine_id, tx_id, created in candidates:
-            if (machine_id, tx_id) in self.cached or (machine_id, tx_id) in known:
+        todo: list[str] = []
+        for key in candidates:
+            if key in self.cached or key in known:
                 result.already_known += 1
-                self.remember(machine_id, tx_id, created)
+                if keep:
+                    self.keep.add(key)
             else:
-                todo[tx_id] = created
-        await self._fetch_and_land(tx_type, todo)
+                todo.append(key[1])
+        await self._fetch_and_land(tx_type, todo, keep)
 
-    async def _fetch_and_land(self, tx_type: str, todo: dict[str, int | None]) -> None:
+    async def _fetch_and_land(
+        self, tx_type: str, pending: list[str], keep: bool
+    ) -> None:
         columns = select_list(tx_type, self.catalog)
         table = TX_TABLES[tx_type]
-        pending = list(todo)
         for start in range(0, len(pending), FETCH_BATCH):
             rows = await read(
                 self.conn,
@@ -359,10 +379,8 @@ class _Poll:
                 drafts.append(draft_row(tx_type, row, machine, fraction))
             if drafts:
                 await _land_drafts(drafts, self.result)
-            for draft in drafts:
-                self.remember(
-                    draft.machine_id, draft.external_id, todo.get(draft.external_id)
-                )
+            if keep:
+                self.keep.update((d.machine_id, d.external_id) for d in drafts)
 
     def finish(self) -> PollResult:
         shown = sorted(
@@ -407,8 +425,8 @@ async def _poll_on(
     unpaired = await read_unpaired(conn, catalog)
     poll = _Poll(config, conn, catalog, unpaired, await _window(conn, config))
     for tx_type in TX_TABLES:
-        async for rows in _key_pages(conn, tx_type, poll.window):
-            await poll.page(tx_type, rows)
+        async for page in _key_pages(conn, tx_type, poll.window):
+            await poll.page(tx_type, page)
     return poll.finish()
 
 
