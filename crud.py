@@ -1637,3 +1637,40 @@ async def known_lamassu_external_ids(
         {**machines, "since": since},
     )
     return {(r["machine_id"], r["external_id"]) for r in rows}
+
+
+async def set_lamassu_start_at(
+    tx: Tx, operator_user_id: str, start_at: Optional[int], reset_cursor: bool
+) -> None:
+    """The operator's start date; `reset_cursor`: the next poll starts from it."""
+    await tx.execute(
+        "UPDATE satmachineadmin.lamassu_config SET start_at = :start"
+        + (", cursor_at = NULL" if reset_cursor else "")
+        + " WHERE operator_user_id = :op",
+        {"start": start_at, "op": operator_user_id},
+    )
+
+
+async def advance_lamassu_cursor(
+    operator_user_id: str,
+    cursor_at: int,
+    updated_at: int,
+    old_cursor_at: Optional[int],
+    start_at: Optional[int],
+) -> bool:
+    """Move the poll cursor, only if the row still has the settings (`updated_at`),
+    cursor and start date the poll began with: a poll never overwrites what was
+    saved while it ran. True when moved."""
+    changed = await db.execute(
+        "UPDATE satmachineadmin.lamassu_config SET cursor_at = :cursor "
+        "WHERE operator_user_id = :op AND updated_at = :updated "
+        "AND COALESCE(cursor_at, -1) = :old AND COALESCE(start_at, -1) = :start",
+        {
+            "cursor": cursor_at,
+            "op": operator_user_id,
+            "updated": updated_at,
+            "old": -1 if old_cursor_at is None else old_cursor_at,
+            "start": -1 if start_at is None else start_at,
+        },
+    )
+    return changed.rowcount == 1
