@@ -253,8 +253,9 @@ def _reusable_password(
     """The stored (encrypted) password, for settings that gave none.
 
     It was entered for one server, database and role: it is reused only while host,
-    port, database and username are all unchanged, never sent anywhere else (a
-    server there could ask for it in clear text). Nothing stored: nothing to reuse.
+    port, database and username are all unchanged and sslmode is not weakened, never
+    sent anywhere else (a server there could ask for it in clear text). Nothing
+    stored: nothing to reuse.
     """
     if existing is None or not existing.password_encrypted:
         return None
@@ -263,6 +264,10 @@ def _reusable_password(
         for column, name in TARGET_FIELDS
         if getattr(existing, column) != settings[column]
     ]
+    # SSL_MODES runs from the weakest to the strongest: a weaker mode on the same
+    # server could let someone on the path ask for the password in clear text.
+    if SSL_MODES.index(settings["sslmode"]) < SSL_MODES.index(existing.sslmode):
+        changed.append("sslmode (weaker)")
     if changed:
         raise Refused(
             f"password: required because {', '.join(changed)} changed; the stored "

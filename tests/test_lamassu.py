@@ -1053,3 +1053,40 @@ async def test_password_never_in_responses_or_logs(http, factory, lamassu_server
         for line in LOGS:
             assert secret not in line
     assert any("Lamassu poll for operator" in line for line in LOGS)
+
+
+async def test_a_weaker_sslmode_needs_the_password_again(http, factory):
+    """Same server, weaker TLS: someone on the path could then ask for the stored
+    password in clear text, so it is not reused; a stronger mode keeps it."""
+    operator = await factory.operator()
+    base = {
+        "host": "lamassu.example",
+        "port": 5432,
+        "database": "lamassu",
+        "username": "reader",
+        "sslmode": "require",
+        "enabled": False,
+    }
+    response = await call(
+        http,
+        "PUT",
+        "/lamassu/config",
+        operator.admin,
+        json={**base, "password": STORED_PASSWORD},
+    )
+    assert response.status_code == 200, response.text
+    for method, path in (("PUT", "/lamassu/config"), ("POST", "/lamassu/test")):
+        response = await call(
+            http, method, path, operator.admin, json={**base, "sslmode": "disable"}
+        )
+        assert response.status_code == 422, response.text
+        assert "sslmode" in response.json()["detail"]
+    stronger = await call(
+        http,
+        "PUT",
+        "/lamassu/config",
+        operator.admin,
+        json={**base, "sslmode": "verify-full"},
+    )
+    assert stronger.status_code == 200, stronger.text
+    assert stronger.json()["password_set"] is True
