@@ -11,13 +11,14 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, validator
 from pydantic.errors import DictError
 
 from .calculations import format_fiat
+from .inputs import decimal_text
 
 MachineStatus = Literal["active", "inactive"]
 ClientStatus = Literal["active", "inactive"]
@@ -52,25 +53,25 @@ def iso(epoch: Optional[int]) -> Optional[str]:
 
 
 def fiat_text(value: Any) -> str:
-    """Normalise a fiat amount from JSON (string or number) to a decimal string.
+    """Normalise a decimal from JSON (string or number) to its text, checked for shape
+    only (inputs.decimal_text: at most 100 characters, ASCII digits, finite, a bounded
+    exponent and number of digits); the service, which knows the bounds and the
+    currency, parses it.
 
     JSON numbers arrive as int or float; str() of a float is its shortest round-trip
     form, which is what the sender wrote, so no binary noise reaches the money code.
     """
     if isinstance(value, bool) or value is None:
         raise ValueError('must be a decimal string such as "690.00"')
-    if isinstance(value, (int, float, Decimal)):
+    if isinstance(value, float):
         value = str(value)
-    if not isinstance(value, str):
+    if not isinstance(value, (str, int, Decimal)):
         raise ValueError('must be a decimal string such as "690.00"')
-    text = value.strip()
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"'{value}' is not a decimal amount") from None
-    if not number.is_finite():
-        raise ValueError("must be a finite amount")
-    return text
+    return decimal_text(value)
+
+
+def _optional_decimal(value: Any) -> Optional[str]:
+    return None if value is None else fiat_text(value)
 
 
 # ---------------------------------------------------------------- rows
@@ -750,7 +751,7 @@ class SuperConfigIn(_Request):
     def _fraction_text(cls, value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError("must be a decimal between 0 and 1")
-        return str(value)
+        return decimal_text(str(value) if isinstance(value, float) else value)
 
 
 class SuperConfigOut(BaseModel):
@@ -771,7 +772,7 @@ class SplitLegIn(_Request):
     def _percent_text(cls, value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError('must be a decimal percent such as "50"')
-        return str(value)
+        return decimal_text(str(value) if isinstance(value, float) else value)
 
 
 class SplitsIn(_Request):
@@ -824,9 +825,7 @@ class ManualSettlementIn(_Request):
     notes: Optional[str] = Field(None, max_length=2000)
 
     _fiat = validator("fiat_amount", pre=True, allow_reuse=True)(fiat_text)
-    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
+    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(_optional_decimal)
 
 
 class PartialDispenseIn(_Request):
@@ -834,11 +833,9 @@ class PartialDispenseIn(_Request):
     dispensed_fiat: Optional[str] = None
 
     _fraction = validator("dispensed_fraction", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
+        _optional_decimal
     )
-    _fiat = validator("dispensed_fiat", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
+    _fiat = validator("dispensed_fiat", pre=True, allow_reuse=True)(_optional_decimal)
 
 
 class NoteIn(_Request):
@@ -872,12 +869,8 @@ class SettleIn(_Request):
     exchange_rate: Optional[str] = None
     amount_fiat: Optional[str] = None
 
-    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
-    _fiat = validator("amount_fiat", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
+    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(_optional_decimal)
+    _fiat = validator("amount_fiat", pre=True, allow_reuse=True)(_optional_decimal)
 
 
 class AutoSettlementIn(_Request):
@@ -886,9 +879,7 @@ class AutoSettlementIn(_Request):
     threshold_value: Optional[str] = None
     funding_wallet_id: Optional[str] = Field(None, max_length=64)
 
-    _value = validator("threshold_value", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
+    _value = validator("threshold_value", pre=True, allow_reuse=True)(_optional_decimal)
 
 
 class FixedScheduleIn(_Request):

@@ -5,11 +5,11 @@ Each change leaves an audit row. Completed legs are never paid again: retry only
 re-opens what failed, and a partial dispense is refused once any leg has been paid.
 """
 
-from decimal import Decimal
 from typing import Optional
 
 from .. import crud
 from ..calculations import (
+    DISPENSED_FRACTION_PLACES,
     dispensed_fiat_from_fraction,
     exchange_rate_text,
     format_fiat,
@@ -18,7 +18,7 @@ from ..calculations import (
 from ..distribution import LEASE_SECONDS
 from ..engine.payouts import reconcile_leg
 from ..errors import BadInput, Conflict, Refused
-from ..inputs import fiat_input
+from ..inputs import decimal_input, fiat_input
 from ..intake import wake_engine
 from ..models import PartialDispenseIn, Settlement, SettlementNote
 from .access import operator_settlement
@@ -137,10 +137,7 @@ async def _decide_held(
 async def partial_dispense(
     operator_user_id: str, settlement_id: str, data: PartialDispenseIn
 ) -> Settlement:
-    dispensed_fiat = data.dispensed_fiat
-    dispensed_fraction = (
-        None if data.dispensed_fraction is None else Decimal(data.dispensed_fraction)
-    )
+    dispensed_fiat, dispensed_fraction = data.dispensed_fiat, data.dispensed_fraction
     settlement = await operator_settlement(operator_user_id, settlement_id)
     if (dispensed_fraction is None) == (dispensed_fiat is None):
         raise BadInput("give exactly one of dispensed_fraction or dispensed_fiat")
@@ -152,13 +149,18 @@ async def partial_dispense(
             "only a cash-out dispenses cash; a cash-in cannot be partially dispensed"
         )
     if dispensed_fraction is not None:
-        if not dispensed_fraction.is_finite() or not 0 < dispensed_fraction <= 1:
-            raise BadInput("dispensed_fraction: must be greater than 0 and at most 1")
-        if dispensed_fraction.as_tuple().exponent < -18:  # type: ignore[operator]
-            # 1E-999999999 would build a billion-digit integer and stall LNbits.
-            raise BadInput("dispensed_fraction: at most 18 decimal places")
+        # Bounded before any arithmetic: 1E-999999999 would build a billion-digit
+        # integer and stall LNbits.
+        fraction = decimal_input(
+            dispensed_fraction,
+            "dispensed_fraction",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=1,
+            places=DISPENSED_FRACTION_PLACES,
+        )
         dispensed_minor = dispensed_fiat_from_fraction(
-            settlement.fiat_amount_minor, dispensed_fraction
+            settlement.fiat_amount_minor, fraction
         )
     else:
         dispensed_minor = fiat_input(
