@@ -614,10 +614,11 @@ async def settlement_known(tx: Tx, settlement: Settlement) -> bool:
 async def claim_transaction_keys(
     tx: Tx, keys: Sequence[str], operator_user_id: str, settlement_id: str
 ) -> Optional[Settlement]:
-    """Claim every key for the settlement, or none: the settlement already holding
-    one of them (the same real-world transaction, landed first), or None when all
-    were claimed. A concurrent claimer of the same key waits for this transaction
-    (PostgreSQL) or never runs beside it (SQLite), then finds it taken."""
+    """Claim every key for the settlement, or none: the payable settlement already
+    holding one of them (the same real-world transaction, landed first), or None
+    when all were claimed (a key a rejected settlement held is taken over). A
+    concurrent claimer of the same key waits for this transaction (PostgreSQL) or
+    never runs beside it (SQLite), then finds it taken."""
     claimed: list[str] = []
     for key in keys:
         written = await tx.execute(
@@ -636,6 +637,15 @@ async def claim_transaction_keys(
             {"key": key},
             Settlement,
         )
+        if holder is None or holder.status == "rejected":
+            # A rejected settlement pays nothing: the real transaction takes its key.
+            await tx.execute(
+                "UPDATE satmachineadmin.transaction_keys SET settlement_id = :sid, "
+                "created_at = :now WHERE key = :key",
+                {"key": key, "sid": settlement_id, "now": now()},
+            )
+            claimed.append(key)
+            continue
         for mine in claimed:
             await tx.execute(
                 "DELETE FROM satmachineadmin.transaction_keys WHERE key = :key",
@@ -778,8 +788,13 @@ async def list_due_settlement_ids(limit: int = 100) -> list[str]:
     return [row["id"] for row in rows]
 
 
-async def update_settlement_plan(tx: Tx, settlement: Settlement) -> None:
-    await tx.execute(
+async def update_settlement_plan(tx: Tx, settlement: Settlement) -> bool:
+    """Write the plan's figures, only while the worker still holds the claim it
+    planned under, for the plan version it planned (a compare-and-swap): a worker
+    whose lease ran out, or a plan a partial dispense replaced, writes nothing.
+    Run first in the plan's transaction: on PostgreSQL the row stays locked until
+    the plan is written, so a correction waits for it instead of racing it."""
+    changed = await tx.execute(
         """
         UPDATE satmachineadmin.settlements
         SET fiat_amount_minor = :fiat_amount_minor, wire_sats = :wire_sats,
@@ -788,9 +803,26 @@ async def update_settlement_plan(tx: Tx, settlement: Settlement) -> None:
             operator_fee_sats = :operator_fee_sats, exchange_rate = :exchange_rate,
             orphan_sats = :orphan_sats, orphan_fiat_minor = :orphan_fiat_minor,
             updated_at = :updated_at
-        WHERE id = :id
+        WHERE id = :id AND status = 'processing' AND claim_token = :claim_token
+          AND plan_version = :plan_version
         """,
         model_to_dict(settlement),
+    )
+    return changed == 1
+
+
+async def set_settlement_orphans(
+    tx: Tx, settlement_id: str, orphan_sats: int, orphan_fiat_minor: int, moment: int
+) -> None:
+    await tx.execute(
+        "UPDATE satmachineadmin.settlements SET orphan_sats = :sats, "
+        "orphan_fiat_minor = :fiat, updated_at = :now WHERE id = :id",
+        {
+            "id": settlement_id,
+            "sats": orphan_sats,
+            "fiat": orphan_fiat_minor,
+            "now": moment,
+        },
     )
 
 
@@ -1037,7 +1069,7 @@ async def fence_payment(
     """The compare-and-swap before a leg's payment: the leg is still `pending` with
     the invoice its worker stored, and that worker still holds the claim it planned
     under until at least `deadline` (the settlement's claim token, or for a
-    standalone leg its own lease). False: pay nothing."""
+    standalone leg its own lease's token). False: pay nothing."""
     if settlement_id is not None:
         held = (
             "settlement_id = :sid AND EXISTS (SELECT 1 FROM satmachineadmin.settlements"
@@ -1045,7 +1077,7 @@ async def fence_payment(
             "AND s.status = 'processing' AND s.claimed_until >= :deadline)"
         )
     else:
-        held = "claimed_until >= :deadline"
+        held = "claim_token = :token AND claimed_until >= :deadline"
     changed = await db.execute(
         "UPDATE satmachineadmin.legs SET updated_at = :now "
         "WHERE id = :id AND status = 'pending' AND payment_hash = :hash "
@@ -1349,6 +1381,7 @@ async def make_errored_due(machine_id: str) -> int:
 async def rescale_settlement(
     tx: Tx,
     settlement_id: str,
+    token: str,
     *,
     fiat_amount_minor: int,
     principal_sats: int,
@@ -1357,18 +1390,19 @@ async def rescale_settlement(
     operator_fee_sats: int,
     wire_sats: int,
     exchange_rate: Optional[str],
-) -> None:
-    await tx.execute(
+) -> bool:
+    changed = await tx.execute(
         """
         UPDATE satmachineadmin.settlements
         SET fiat_amount_minor = :fiat, principal_sats = :principal, fee_sats = :fee,
             platform_fee_sats = :platform, operator_fee_sats = :operator,
             wire_sats = :wire, exchange_rate = :rate, orphan_sats = 0,
             orphan_fiat_minor = 0, plan_version = plan_version + 1, updated_at = :now
-        WHERE id = :id
+        WHERE id = :id AND claim_token = :token
         """,
         {
             "id": settlement_id,
+            "token": token,
             "fiat": fiat_amount_minor,
             "principal": principal_sats,
             "fee": fee_sats,
@@ -1379,6 +1413,7 @@ async def rescale_settlement(
             "now": now(),
         },
     )
+    return changed == 1
 
 
 async def settlement_status_counts(operator_user_id: str) -> dict[str, int]:
@@ -1412,23 +1447,25 @@ async def completed_principal_totals(client_id: str) -> tuple[int, int]:
     return int(row["fiat"]), int(row["sats"])
 
 
-async def claim_leg(leg_id: str, lease_seconds: int) -> bool:
+async def claim_leg(leg_id: str, token: str, lease_seconds: int) -> bool:
     """Take a leg that no settlement claim covers (fixed, balance settlement) for
-    paying: of two schedulers or a scheduler and a manual run, one wins."""
+    paying, under the caller's token: of two schedulers or a scheduler and a manual
+    run, one wins, and only the winner may pay or release it."""
     moment = now()
     result = await db.execute(
-        "UPDATE satmachineadmin.legs SET claimed_until = :until "
+        "UPDATE satmachineadmin.legs SET claimed_until = :until, claim_token = :token "
         "WHERE id = :id AND status IN ('pending', 'failed') "
         "AND (claimed_until IS NULL OR claimed_until < :now)",
-        {"id": leg_id, "until": moment + lease_seconds, "now": moment},
+        {"id": leg_id, "until": moment + lease_seconds, "token": token, "now": moment},
     )
     return result.rowcount == 1
 
 
-async def release_leg(leg_id: str) -> None:
+async def release_leg(leg_id: str, token: str) -> None:
     await db.execute(
-        "UPDATE satmachineadmin.legs SET claimed_until = NULL WHERE id = :id",
-        {"id": leg_id},
+        "UPDATE satmachineadmin.legs SET claimed_until = NULL, claim_token = NULL "
+        "WHERE id = :id AND claim_token = :token",
+        {"id": leg_id, "token": token},
     )
 
 

@@ -349,22 +349,20 @@ async def m002_every_sat_held_by_the_database(db: Database) -> None:
         );
         """
     )
-    uuid_like = "'________-____-____-____-____________'"
+    # (source, which of its rows, the key) as models.Settlement.transaction_keys.
+    uuid_like = "external_id LIKE '________-____-____-____-____________'"
     keys = [
-        ("lamassu", "'lamassu:' || operator_user_id || ':' || external_id"),
-        ("bitspire", "'bitspire:' || machine_id || ':' || external_id"),
-        ("manual", "'manual:' || machine_id || ':' || external_id"),
-        ("manual", "'bitspire:' || machine_id || ':' || external_id"),
-        (
-            "manual' AND external_id LIKE " + uuid_like + " AND '1' = '1",
-            "'lamassu:' || operator_user_id || ':' || external_id",
-        ),
+        ("lamassu", "TRUE", "'lamassu:' || operator_user_id || ':' || external_id"),
+        ("bitspire", "TRUE", "'bitspire:' || machine_id || ':' || external_id"),
+        ("manual", "TRUE", "'manual:' || machine_id || ':' || external_id"),
+        ("manual", "TRUE", "'bitspire:' || machine_id || ':' || external_id"),
+        ("manual", uuid_like, "'lamassu:' || operator_user_id || ':' || external_id"),
     ]
     claims = " UNION ALL ".join(
         f"SELECT {key} AS key, operator_user_id, id, created_at "
-        f"FROM satmachineadmin.settlements WHERE source = '{source}' "
+        f"FROM satmachineadmin.settlements WHERE source = '{source}' AND {rows} "
         "AND status <> 'rejected'"
-        for source, key in keys
+        for source, rows, key in keys
     )
     # The oldest settlement of a transaction claims it; ties by id.
     await db.execute(
@@ -379,7 +377,7 @@ async def m002_every_sat_held_by_the_database(db: Database) -> None:
     )
     # A later settlement of a claimed transaction: held unless something of it was
     # already paid (then it is history, and its transaction is claimed by another).
-    for source, key in keys:
+    for source, rows, key in keys:
         await db.execute(
             f"""
             UPDATE satmachineadmin.settlements
@@ -389,7 +387,7 @@ async def m002_every_sat_held_by_the_database(db: Database) -> None:
                     || (SELECT k.settlement_id FROM satmachineadmin.transaction_keys k
                         WHERE k.key = {key})
                     || '; reject it, or approve it if it is another transaction'
-            WHERE source = '{source}'
+            WHERE source = '{source}' AND {rows}
               AND status IN ('pending', 'errored', 'held', 'processing')
               AND EXISTS (
                   SELECT 1 FROM satmachineadmin.transaction_keys k

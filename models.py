@@ -39,6 +39,7 @@ WALLET_ID = re.compile(r"^[0-9a-f]{32}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 # LUD-16, as LNbits' LNURL helper (the lnurl library) accepts it: name@domain with a
 # top-level domain of letters, no port. Anything else could be saved but never paid.
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 RATE_BAND = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,2})?$")
 # How far a bitSpire or manual settlement's rate may stray from the reference rate
 # (LNbits' exchange rate, else the machine's latest) before it is held.
@@ -182,9 +183,9 @@ class Settlement(BaseModel):
         """The real-world transaction this settlement pays, as keys no second
         settlement may hold (m002's transaction_keys): a Lamassu id once per
         operator, whatever machine its device is linked to; a bitSpire id once per
-        machine; a manual entry's reference under all three, so it collides with a
-        Lamassu or bitSpire transaction of the same id. A rejection pays nothing and
-        holds none."""
+        machine; a manual entry's reference under its own key and the machine's
+        bitSpire key (and, a UUID, the operator's Lamassu key), so it collides with
+        the ATM transaction of the same id. A rejection pays nothing and holds none."""
         if self.status == "rejected":
             return []
         lamassu = f"lamassu:{self.operator_user_id}:{self.external_id}"
@@ -193,7 +194,13 @@ class Settlement(BaseModel):
             return [lamassu]
         if self.source == "bitspire":
             return [bitspire]
-        return [f"manual:{self.machine_id}:{self.external_id}", lamassu, bitspire]
+        keys = [f"manual:{self.machine_id}:{self.external_id}", bitspire]
+        # Lamassu ids are UUIDs: a reference that is one names a Lamassu transaction
+        # of the operator; any other stays the machine's own (receipt numbers
+        # "0001" at two machines are two transactions).
+        if UUID.match(self.external_id.lower()):
+            keys.append(lamassu)
+        return keys
 
 
 class Leg(BaseModel):

@@ -143,6 +143,8 @@ async def partial_dispense(
         raise BadInput("give exactly one of dispensed_fraction or dispensed_fiat")
     if settlement.status == "rejected":
         raise Conflict("a rejected settlement pays nothing and cannot be rescaled")
+    if settlement.status == "held":
+        raise Conflict("the settlement is held: approve or reject it first")
     if settlement.tx_type != "cash_out":
         # Rescaling would also rewrite wire_sats as principal + fee, a cash-out's sum.
         raise Refused(
@@ -213,10 +215,12 @@ async def partial_dispense(
             settlement.id,
             {"memo": memo},
         ) as tx:
-            await crud.void_open_legs(tx, settlement.id)
-            await crud.rescale_settlement(
+            # First, a compare-and-swap on the claim taken above: if it lapsed and
+            # an engine took the settlement back, nothing here is written.
+            rescaled_now = await crud.rescale_settlement(
                 tx,
                 settlement.id,
+                token,
                 fiat_amount_minor=rescaled.fiat_minor,
                 principal_sats=rescaled.principal_sats,
                 fee_sats=rescaled.fee_sats,
@@ -227,6 +231,12 @@ async def partial_dispense(
                     rescaled.principal_sats, rescaled.fiat_minor, settlement.currency
                 ),
             )
+            if not rescaled_now:
+                raise Conflict(
+                    "the settlement was taken up by the engine meanwhile; reload and "
+                    "try again"
+                )
+            await crud.void_open_legs(tx, settlement.id)
     except BaseException:
         # A "processing" one we could claim had a dead worker's expired lease: put it
         # back as pending (due), not as a processing row with no lease, never due again.
