@@ -16,14 +16,32 @@ window.app.component('sm-machine-lps', {
     return {
       clientsTable: {
         columns: SatMachine.columns([
-          ['username', 'LP', 'left', 'username', true],
+          ['username', 'LP', 'left', {sortable: true}],
           ['dca_mode', 'Mode', 'left'],
-          ['status', 'Status', 'left'],
-          ['deposits', 'Deposits', 'right', 'id'],
-          ['remaining', 'Remaining', 'right', 'id'],
-          ['sats', 'Sats received', 'right', 'id'],
-          ['cycle', 'Cycle', 'left', 'id'],
-          ['actions', '', 'right', 'id']
+          ['status', 'Status', 'left', {badge: true}],
+          [
+            'deposits',
+            'Deposits',
+            'right',
+            this.balanceColumn('total_deposits')
+          ],
+          [
+            'remaining',
+            'Remaining',
+            'right',
+            {...this.balanceColumn('remaining_balance'), classes: 'text-bold'}
+          ],
+          [
+            'sats',
+            'Sats received',
+            'right',
+            {
+              field: 'id',
+              format: id => this.sats(this.balances[id]?.total_sats)
+            }
+          ],
+          ['cycle', 'Cycle', 'left', {field: 'id'}],
+          ['actions', '', 'right', {field: 'id', classes: 'sm-actions'}]
         ]),
         pagination: {rowsPerPage: 10}
       },
@@ -37,11 +55,11 @@ window.app.component('sm-machine-lps', {
         loading: false
       },
       depositColumns: SatMachine.columns([
-        ['created_at', 'Recorded', 'left'],
-        ['amount', 'Amount', 'right'],
-        ['status', 'Status', 'left'],
+        ['created_at', 'Recorded', 'left', {format: this.dateTime}],
+        ['amount', 'Amount', 'right', {format: SatMachine.withCurrency}],
+        ['status', 'Status', 'left', {badge: true}],
         ['notes', 'Notes', 'left'],
-        ['actions', '', 'right', 'id']
+        ['actions', '', 'right', {field: 'id'}]
       ]),
       settleDialog: {
         show: false,
@@ -56,6 +74,14 @@ window.app.component('sm-machine-lps', {
     }
   },
   methods: {
+    // a column of the LP's balance: an amount with its currency
+    balanceColumn(key) {
+      return {
+        field: 'id',
+        format: id =>
+          SatMachine.withCurrency(this.balances[id]?.[key], this.balances[id])
+      }
+    },
     openClientDialog() {
       this.clientDialog.data = {user_id: '', username: ''}
       this.clientDialog.show = true
@@ -192,12 +218,7 @@ window.app.component('sm-machine-lps', {
           )
         } else {
           sd.error = `The settlement leg is ${data.status}${data.error ? ': ' + data.error : ''}`
-          Quasar.Notify.create({
-            type: 'warning',
-            message: sd.error,
-            timeout: 5000,
-            closeBtn: true
-          })
+          this.warn(sd.error)
         }
         this.$emit('changed')
       } catch (err) {

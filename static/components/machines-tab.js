@@ -20,14 +20,27 @@ window.app.component('sm-machines-tab', {
       currencyFilterOptions: null,
       machinesTable: {
         columns: SatMachine.columns([
-          ['name', 'Machine', 'left', 'name', true],
+          ['name', 'Machine', 'left', {sortable: true, classes: 'text-bold'}],
           ['fiat_currency', 'Currency', 'left'],
-          ['wallet', 'Wallet', 'left', 'wallet_id'],
-          ['status', 'Status', 'left'],
-          ['float', 'Float (sats)', 'right', 'id'],
-          ['needs', 'Pending needs (sats)', 'right', 'id'],
-          ['last', 'Last settlement', 'left', 'id'],
-          ['actions', '', 'right', 'id']
+          [
+            'wallet',
+            'Wallet',
+            'left',
+            {field: 'wallet_id', format: this.walletName}
+          ],
+          ['status', 'Status', 'left', {badge: true}],
+          [
+            'float',
+            'Float (sats)',
+            'right',
+            {
+              field: 'id',
+              format: id => this.sats(this.healthByMachine[id]?.float_sats)
+            }
+          ],
+          ['needs', 'Pending needs (sats)', 'right', {field: 'id'}],
+          ['last', 'Last settlement', 'left', {field: 'id'}],
+          ['actions', '', 'right', {field: 'id'}]
         ]),
         pagination: {rowsPerPage: 10}
       },

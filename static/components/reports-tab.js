@@ -6,6 +6,12 @@ window.app.component('sm-reports-tab', {
   mixins: [window.SatMachineMixin],
   data() {
     return {
+      // the background tasks: [health's flag, icon, name]
+      tasks: [
+        ['listener_alive', 'hearing', 'payment listener'],
+        ['engine_alive', 'settings', 'engine'],
+        ['sweep_alive', 'cleaning_services', 'sweep']
+      ],
       legTypes: [
         'super_fee',
         'operator_split',

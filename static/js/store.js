@@ -72,7 +72,6 @@ window.SatMachineMixin = {
     groupDigits: SatMachine.groupDigits,
     dateTime: SatMachine.dateTime,
     short: SatMachine.short,
-    statusColor: SatMachine.statusColor,
 
     call(method, path, data, options) {
       return SatMachineApi.request(method, path, data, options)
@@ -82,6 +81,19 @@ window.SatMachineMixin = {
     },
     ok(message) {
       Quasar.Notify.create({type: 'positive', message, timeout: 2500})
+    },
+    // done, but not as hoped (a failed connection test, an unpaid leg)
+    warn(message) {
+      Quasar.Notify.create({
+        type: 'warning',
+        message,
+        timeout: 5000,
+        closeBtn: true
+      })
+    },
+    // a machine by its name (machineNames), or its short id
+    machineLabel(id) {
+      return this.machineNames[id] || SatMachine.short(id)
     },
     walletName(id) {
       const w = this.g.user.wallets.find(w => w.id === id)
