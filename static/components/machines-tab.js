@@ -17,7 +17,6 @@ window.app.component('sm-machines-tab', {
       currencyOptions: Array.isArray(CURRENCIES)
         ? CURRENCIES
         : ['GTQ', 'USD', 'EUR'],
-      currencyFilterOptions: null,
       machinesTable: {
         columns: SatMachine.columns([
           ['name', 'Machine', 'left', {sortable: true, classes: 'text-bold'}],
@@ -120,14 +119,6 @@ window.app.component('sm-machines-tab', {
             wallet_id: this.g.user.wallets[0]?.id || null
           }
       this.machineDialog.show = true
-    },
-    filterCurrencies(text, update) {
-      update(() => {
-        const needle = (text || '').toUpperCase()
-        this.currencyFilterOptions = this.currencyOptions.filter(c =>
-          c.includes(needle)
-        )
-      })
     },
     async saveMachine() {
       const d = this.machineDialog.data
