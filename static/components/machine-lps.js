@@ -46,14 +46,7 @@ window.app.component('sm-machine-lps', {
         pagination: {rowsPerPage: 10}
       },
       clientDialog: {show: false, data: {user_id: '', username: ''}},
-      depositsDialog: {
-        show: false,
-        client: null,
-        deposits: [],
-        amount: '',
-        notes: '',
-        loading: false
-      },
+      depositsDialog: this.depositsState(null),
       depositColumns: SatMachine.columns([
         ['created_at', 'Recorded', 'left', {format: this.dateTime}],
         ['amount', 'Amount', 'right', {format: SatMachine.withCurrency}],
@@ -113,15 +106,19 @@ window.app.component('sm-machine-lps', {
     },
 
     // ---------------------------------------------------------------- deposits
-    async openDeposits(client) {
-      this.depositsDialog = {
-        show: true,
+    // the deposits dialog, shown for the client (hidden for null)
+    depositsState(client) {
+      return {
+        show: !!client,
         client,
         deposits: [],
         amount: '',
         notes: '',
         loading: false
       }
+    },
+    async openDeposits(client) {
+      this.depositsDialog = this.depositsState(client)
       await this.loadDeposits()
     },
     async loadDeposits() {

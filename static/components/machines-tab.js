@@ -81,15 +81,11 @@ window.app.component('sm-machines-tab', {
       this.machinesLoading = true
       try {
         await this.store.loadMachines()
-        const last = {}
-        await Promise.all(
-          this.machines.map(m =>
-            this.call('GET', `/settlements?machine_id=${m.id}&limit=1`)
-              .then(r => (last[m.id] = r.data[0] || null))
-              .catch(() => (last[m.id] = null))
-          )
+        this.lastSettlement = await this.fetchEach(
+          this.machines,
+          m => `/settlements?machine_id=${m.id}&limit=1`,
+          rows => rows[0] || null
         )
-        this.lastSettlement = last
         if (!this.selectedMachineId && this.machines.length) {
           this.selectMachine(this.machines[0].id)
         } else if (this.selectedMachineId) {
@@ -174,15 +170,10 @@ window.app.component('sm-machines-tab', {
           `/clients?machine_id=${this.selectedMachineId}`
         )
         this.clients = data
-        const balances = {}
-        await Promise.all(
-          data.map(c =>
-            this.call('GET', `/clients/${c.id}/balance`)
-              .then(r => (balances[c.id] = r.data))
-              .catch(() => (balances[c.id] = null))
-          )
+        this.balances = await this.fetchEach(
+          data,
+          c => `/clients/${c.id}/balance`
         )
-        this.balances = balances
       } catch (err) {
         this.fail(err, 'Loading LPs')
       } finally {

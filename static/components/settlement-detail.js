@@ -8,15 +8,7 @@ window.app.component('sm-settlement-detail', {
   emits: ['changed'],
   data() {
     return {
-      detail: {
-        show: false,
-        s: null,
-        loading: false,
-        note: '',
-        pdMode: 'fraction',
-        pdValue: '',
-        rejectReason: ''
-      },
+      detail: this.detailState(null),
       legColumns: SatMachine.columns([
         ['leg_type', 'Leg', 'left'],
         ['status', 'Status', 'left', {badge: true}],
@@ -57,16 +49,20 @@ window.app.component('sm-settlement-detail', {
     }
   },
   methods: {
-    async open(row) {
-      this.detail = {
-        show: true,
-        s: {...row, legs: []},
-        loading: true,
+    // the dialog, shown for the row (hidden for null)
+    detailState(row) {
+      return {
+        show: !!row,
+        s: row && {...row, legs: []},
+        loading: !!row,
         note: '',
         pdMode: 'fraction',
         pdValue: '',
         rejectReason: ''
       }
+    },
+    async open(row) {
+      this.detail = this.detailState(row)
       await this.reloadDetail()
     },
     async reloadDetail() {

@@ -76,6 +76,18 @@ window.SatMachineMixin = {
     call(method, path, data, options) {
       return SatMachineApi.request(method, path, data, options)
     },
+    // one GET per item (path(item)), as {item id: answer}, null where it failed
+    async fetchEach(items, path, pick = data => data) {
+      const out = {}
+      await Promise.all(
+        items.map(item =>
+          this.call('GET', path(item))
+            .then(r => (out[item.id] = pick(r.data)))
+            .catch(() => (out[item.id] = null))
+        )
+      )
+      return out
+    },
     fail(err, what) {
       return SatMachineApi.fail(err, what)
     },
