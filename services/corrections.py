@@ -127,6 +127,9 @@ async def _decide_held(
             tx, settlement.id, ["held"], to_status, error
         ):
             raise Conflict("settlement changed meanwhile; reload and try again")
+        if to_status == "rejected":
+            # One held by the upgrade may have planned legs: release what they hold.
+            await crud.void_open_legs(tx, settlement.id)
     if to_status == "pending":
         wake_engine()
     refreshed = await crud.get_settlement(settlement.id)

@@ -64,6 +64,8 @@ async def health(operator_user_id: str) -> dict:
         else None,
         "settlements": counts,
         "errored": counts.get("errored", 0),
+        # Held settlements are paid only once the operator decides: never forgotten.
+        "held": counts.get("held", 0),
         "stuck": stuck,
         "machines": machine_rows,
     }
@@ -121,8 +123,16 @@ CSV_COLUMNS = [
 
 def _csv_text(rows: Iterable[list]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
+    csv.writer(buffer).writerows([_cell(value) for value in row] for row in rows)
     return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """A text that a spreadsheet would run as a formula (an ATM's txid, an error
+    message: text someone else chose) gets a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _leg_row(leg: Any) -> list:
