@@ -343,7 +343,8 @@ def test_a_pending_payment_completes_when_the_node_answers(net: TwoNodes):
         lambda leg: leg["status"] == "completed",
         "the leg to complete",
     )
-    assert (leg["sent_sats"], leg["fee_msat"], leg["in_flight"]) == (150, 0, False)
+    # B's 1 % routing fee: 1.5 sats, charged to the machine wallet to the msat.
+    assert (leg["sent_sats"], leg["fee_msat"], leg["in_flight"]) == (150, 1_500, False)
     world.wait_processed(settlement)
     assert net.host.count(world.partner_name) == 1
     assert world.received_on_b(world.partner_wallet) == [150_000]
@@ -393,8 +394,9 @@ def test_a_pending_payment_that_fails_gets_a_fresh_invoice_then_pays_once(
 def test_autoforward_leaves_lnbits_less_the_fee_reserve_once(net: TwoNodes):
     """The LP's 1,500 sats land in their wallet on A and go on to their Lightning
     address on B: 1,500 less LNbits' routing-fee reserve (max(2 sats, 1 %) = 15),
-    since A's LNbits refuses an external payment of the whole wallet. B charges no
-    fee, so the 15 stay in the LP's wallet."""
+    since A's LNbits refuses an external payment of the whole wallet. The node
+    charges 1 % of 1,485 = 14.85 sats; the 0.15 sat left of the reserve stays in the
+    LP's wallet."""
     world = World(net, partner=False, autoforward=True)
     settlement = world.cash_out()
     world.wait_processed(settlement)
@@ -416,10 +418,11 @@ def test_autoforward_leaves_lnbits_less_the_fee_reserve_once(net: TwoNodes):
         if leg["leg_type"] == "dca"
     )
     assert forward["amount_sats"] == forward["sent_sats"] == 1_485
-    assert forward["fee_msat"] == 0
+    assert forward["fee_msat"] == 14_850
     assert "less 15 sats" in forward["memo"]
     assert world.received_on_b(world.forward_wallet) == [1_485_000]
-    assert world.a.balance_msat(world.lp_wallet) == 15_000
+    # The LP's wallet keeps the landed leg - what was sent - the fee, to the msat.
+    assert world.a.balance_msat(world.lp_wallet) == 1_500_000 - 1_485_000 - 14_850
     assert net.host.count(world.lp_name) == 1
     assert dca["sent_sats"] == 1_500
     legs = world.legs(settlement_id=settlement["id"])

@@ -9,7 +9,8 @@
   payments to B's invoices are external payments: LNbits A reserves the routing fee,
   asks its funding source, and reports success, failure or pending as it does for any
   Lightning node. A runs on SQLite, or on a database of the session's embedded
-  PostgreSQL when SATMACHINE_TEST_DB=postgres.
+  PostgreSQL when SATMACHINE_TEST_DB=postgres. B charges A 1 % of each payment (its
+  service fee): to A a routing fee, in msat, as a real node's would be.
 - **The pay host**: HTTPS on <loopback>:443 for the name `pay.satmachine.test`, serving
   LNURL-pay (`/.well-known/lnurlp/<name>`): Lightning addresses `<name>@pay…` and
   LNURLs of the same URL. Its callback issues a real invoice on a B wallet over B's
@@ -45,6 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 API = "/satmachineadmin/api/v1"
 PAY_HOST = "pay.satmachine.test"
+ROUTING_FEE_PERCENT = 1.0  # what B charges A's payments: A's routing fee
 START_TIMEOUT = 120.0
 
 LAUNCHER = """
@@ -769,6 +771,19 @@ class TwoNodes:
         super_b = self.api_b.call("GET", "/api/v1/auth", token=True)["id"]
         self.node_wallet = self.api_b.wallet(super_b, "node of A")
         self.api_b.mint(self.node_wallet, 5_000_000)
+        # B charges each payment A makes through it 1 % (LNbits' service fee, also
+        # on payments inside B): to A, a routing fee of its node, in msat.
+        self.fee_wallet = self.api_b.wallet(super_b, "routing fees")
+        self.api_b.call(
+            "PATCH",
+            "/admin/api/v1/settings",
+            token=True,
+            body={
+                "lnbits_service_fee": ROUTING_FEE_PERCENT,
+                "lnbits_service_fee_wallet": self.fee_wallet["id"],
+                "lnbits_service_fee_ignore_internal": False,
+            },
+        )
         self.host = PayHost(self.api_b)
         self.relay = Relay(self.b.port)
         url, self.own_pg = database_url(self.root)
