@@ -448,7 +448,12 @@ async def _pay_stored_invoice(leg: Leg) -> Union[Payment, Leg]:
     payment (the outcome is not recorded yet), or the leg as it now stands (failed,
     or pending in flight)."""
     assert leg.bolt11 and leg.payment_hash
-    if await check_internal(leg.payment_hash) is None:
+    # A wallet leg's invoice is always LNbits' own (internal); an address's or an
+    # LNURL's may be another node's.
+    if (
+        leg.destination_kind != "wallet"
+        and await check_internal(leg.payment_hash) is None
+    ):
         refusal = await _node_refuses()
         if refusal:
             return await _fail(
