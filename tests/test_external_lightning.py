@@ -34,7 +34,7 @@ WAIT = 90.0
 
 
 @pytest.fixture(scope="module")
-def nodes():
+def nodes(request: pytest.FixtureRequest):
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         pytest.skip("the Lightning-address host binds port 443, which needs root")
     try:
@@ -46,22 +46,24 @@ def nodes():
         )
     except PermissionError:
         pytest.skip("binding port 443 for the Lightning-address host needs root")
+    failed_before = request.session.testsfailed
     try:
         yield two
     finally:
-        two.close()
+        failed = request.session.testsfailed > failed_before
+        if failed:
+            print(
+                f"\nA log tail:\n{two.a.tail(80)}\nB log tail:\n{two.b.tail(30)}\n"
+                f"(both logs and databases kept in {two.root})"
+            )
+        two.close(keep=failed)
 
 
 @pytest.fixture
 def net(nodes: TwoNodes):
     nodes.heal()
-    try:
-        yield nodes
-    except BaseException:
-        print(f"\nA log tail:\n{nodes.a.tail(80)}\nB log tail:\n{nodes.b.tail(30)}")
-        raise
-    finally:
-        nodes.heal()
+    yield nodes
+    nodes.heal()
 
 
 class World:

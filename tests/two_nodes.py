@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -394,8 +395,8 @@ class PayHost:
             f"127.{random.randrange(1, 255)}.{random.randrange(256)}."
             f"{random.randrange(1, 255)}"
         )
-        folder = Path(tempfile.mkdtemp(prefix="satmachine-payhost-"))
-        self.ca_bundle, chain, key_file = _certificates(folder)
+        self.folder = Path(tempfile.mkdtemp(prefix="satmachine-payhost-"))
+        self.ca_bundle, chain, key_file = _certificates(self.folder)
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -499,6 +500,7 @@ class PayHost:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class Relay:
@@ -756,6 +758,15 @@ class TwoNodes:
 
     def __init__(self, a_env: Optional[dict[str, str]] = None):
         self.root = Path(tempfile.mkdtemp(prefix="satmachine-external-"))
+        self._started: list[Any] = []
+        try:
+            self._start(a_env or {})
+        except BaseException:
+            for part in reversed(self._started):
+                part.close()
+            raise
+
+    def _start(self, a_env: dict[str, str]) -> None:
         self.b = Node(
             self.root,
             "B",
@@ -766,6 +777,7 @@ class TwoNodes:
             extension=False,
         )
         self.api_b = Api(self.b)
+        self._started.append(self.b)
         self.b.start()
         self.api_b.first_install()
         super_b = self.api_b.call("GET", "/api/v1/auth", token=True)["id"]
@@ -785,7 +797,9 @@ class TwoNodes:
             },
         )
         self.host = PayHost(self.api_b)
+        self._started.append(self.host)
         self.relay = Relay(self.b.port)
+        self._started.append(self.relay)
         url, self.own_pg = database_url(self.root)
         self.a = Node(
             self.root,
@@ -798,11 +812,12 @@ class TwoNodes:
                 "FUNDING_SOURCE_MAX_RETRIES": "60",
                 "SATMACHINE_ENGINE_AUTORUN": "1",
                 **self.host.env,
-                **(a_env or {}),
+                **a_env,
             },
             database_url=url,
         )
         self.api_a = Api(self.a)
+        self._started.append(self.a)
         self.a.start()
         self.api_a.first_install()
         self.api_a.call("PUT", "/api/v1/extension/satmachineadmin/enable", token=True)
@@ -835,7 +850,9 @@ class TwoNodes:
             self.a.process = None
             self.a.start()
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
+        """Stop everything; the folder with both logs and databases is kept if
+        `keep` (a failed test), else removed."""
         self.resume_b()
         self.a.close()
         self.b.close()
@@ -843,3 +860,5 @@ class TwoNodes:
         self.host.close()
         if self.own_pg is not None:
             self.own_pg.cleanup()
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
