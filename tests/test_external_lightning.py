@@ -42,6 +42,7 @@ def nodes(request: pytest.FixtureRequest):
             a_env={
                 "SATMACHINE_PENDING_RECHECK_SECONDS": str(PENDING_RECHECK_SECONDS),
                 "SATMACHINE_LEASE_SECONDS": "10",
+                "SATMACHINE_SCHEDULER_SECONDS": "2",
             }
         )
     except PermissionError:
@@ -430,6 +431,45 @@ def test_autoforward_leaves_lnbits_less_the_fee_reserve_once(net: TwoNodes):
     legs = world.legs(settlement_id=settlement["id"])
     assert [leg["leg_type"] for leg in legs].count("autoforward") == 1
     world.check_conservation()
+
+
+def test_an_autoforward_in_flight_completes_once(net: TwoNodes):
+    """The forward's payment is pending (B stalled after paying it): the forward
+    stays in flight, the sweep asks about it without paying it again, and it
+    completes once B answers."""
+    world = World(net, partner=False, autoforward=True)
+    net.stall_b_after_next_payment()
+    payments_before = net.relay.payments_seen
+    settlement = world.cash_out()
+
+    def forward() -> Optional[dict]:
+        return next(
+            (
+                leg
+                for leg in world.legs(settlement_id=settlement["id"])
+                if leg["leg_type"] == "autoforward"
+            ),
+            None,
+        )
+
+    wait_for(lambda: (forward() or {}).get("in_flight"), WAIT, "the forward in flight")
+    # The settlement does not wait for its forwards.
+    world.wait_processed(settlement)
+    time.sleep(2 * PENDING_RECHECK_SECONDS + 2)  # sweeps ask, none pays again
+    assert net.relay.payments_seen == payments_before + 1
+    net.resume_b()
+    done = wait_for(
+        lambda: (lambda leg: leg if leg and leg["status"] == "completed" else None)(
+            forward()
+        ),
+        WAIT,
+        "the forward to complete",
+    )
+    assert (done["sent_sats"], done["fee_msat"]) == (1_485, 14_850)
+    assert net.host.count(world.lp_name) == 1
+    assert net.relay.payments_seen == payments_before + 1
+    assert world.received_on_b(world.forward_wallet) == [1_485_000]
+    assert world.a.balance_msat(world.lp_wallet) == 1_500_000 - 1_485_000 - 14_850
 
 
 # ------------------------------------------------ faults
