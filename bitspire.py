@@ -6,6 +6,7 @@ keeping the raw payload and the reason. Nothing here raises to its caller: a
 malformed payment must never stall the listener or the sweep.
 """
 
+from collections.abc import AsyncIterator
 from decimal import Decimal, InvalidOperation
 from typing import Any, Optional
 
@@ -233,47 +234,63 @@ async def sweep_machine(machine: Machine) -> int:
     created: an invoice paid late, or a cash-in pending for a long time, is found
     when it settles, however old it is."""
     since = max(0, machine.sweep_cursor - SWEEP_OVERLAP_SECONDS)
-    payments = await _payments_settled_since(machine.wallet_id, since)
     landed = 0
     newest = machine.sweep_cursor
-    for payment in payments:
-        newest = max(newest, int(payment.updated_at.timestamp()))
-        if not is_candidate(payment):
-            continue
-        try:
-            if await ingest_payment(machine, payment):
-                landed += 1
-        except Exception:
-            logger.exception(
-                f"satmachineadmin: sweep could not ingest {payment.payment_hash}"
-            )
+    first_failure: Optional[int] = None
+    async for payments in _payments_settled_since(machine.wallet_id, since):
+        for payment in payments:
+            updated = int(payment.updated_at.timestamp())
+            newest = max(newest, updated)
+            if not is_candidate(payment):
+                continue
+            try:
+                if await ingest_payment(machine, payment):
+                    landed += 1
+            except Exception:
+                logger.exception(
+                    f"satmachineadmin: sweep could not ingest {payment.payment_hash}"
+                )
+                if first_failure is None or updated < first_failure:
+                    first_failure = updated
+    if first_failure is not None:
+        # Never move past a payment that could not be landed: the next sweep (its
+        # overlap reads a little before the cursor) tries it again.
+        newest = min(newest, first_failure)
     if newest > machine.sweep_cursor:
         await crud.advance_sweep_cursor(machine.id, newest)
     return landed
 
 
-async def _payments_settled_since(wallet_id: str, since: int) -> list[Payment]:
+async def _payments_settled_since(
+    wallet_id: str, since: int
+) -> AsyncIterator[list[Payment]]:
     """The wallet's successful payments (and outgoing ones still pending) updated
-    after `since`, oldest update first, read page by page so a burst never moves the
-    cursor past a payment that was not read."""
-    found: list[Payment] = []
+    after `since`, oldest update first, a page at a time. Keyset paging on
+    updated_at (inclusive, each payment yielded once): a payment that settles while
+    the sweep reads cannot shift a page and hide another, as OFFSET paging could."""
+    seen: set[str] = set()
+    start = since
     while True:
         page = await core_db.fetchall(
             "SELECT * FROM apipayments WHERE wallet_id = :wallet "
-            f"AND updated_at > {core_db.timestamp_placeholder('since')} "
+            f"AND updated_at >= {core_db.timestamp_placeholder('start')} "
             "AND (status = 'success' OR (amount < 0 AND status = 'pending')) "
-            "ORDER BY updated_at, checking_id LIMIT :limit OFFSET :offset",
-            {
-                "wallet": wallet_id,
-                "since": since,
-                "limit": SWEEP_PAGE,
-                "offset": len(found),
-            },
+            "ORDER BY updated_at, checking_id LIMIT :limit",
+            {"wallet": wallet_id, "start": start, "limit": SWEEP_PAGE},
             Payment,
         )
-        found += page
+        fresh = [p for p in page if p.checking_id not in seen]
+        if fresh:
+            seen.update(p.checking_id for p in fresh)
+            yield fresh
         if len(page) < SWEEP_PAGE:
-            return found
+            return
+        if not fresh:
+            # A whole page of payments updated within one second: beyond what one
+            # ATM wallet sees; the next second is read on the next sweep.
+            logger.warning(f"satmachineadmin: sweep of {wallet_id} stopped at {start}")
+            return
+        start = int(page[-1].updated_at.timestamp())
 
 
 async def sweep_all() -> int:

@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Final
 
@@ -33,6 +33,22 @@ MAX_FIAT_MINOR: Final = 10**15
 # The most cash one deposit or one ATM transaction may carry (10^11 major units):
 # stricter than the parser, so that totals of many of them stay far inside it.
 MAX_CASH_MINOR: Final = 10**13
+
+# A rate an operator states (sats per one fiat unit): 10 BTC per unit of any currency
+# is far beyond any real one, and at most 18 decimals, far below a sat.
+MAX_STATED_RATE: Final = 10**9
+STATED_RATE_PLACES: Final = 18
+
+# Decimals of a commission percent and of the platform's fraction of a commission
+# (docs/money.md, "Commission"), and of a dispensed fraction (a partial dispense).
+PERCENT_PLACES: Final = 4
+PLATFORM_FRACTION_PLACES: Final = 8
+DISPENSED_FRACTION_PLACES: Final = 18
+
+# No Decimal whose digits or exponent exceed this enters exact arithmetic: as a
+# Fraction, 1E-4000000 is a four-million-digit integer that would take seconds to
+# build. Every input is bounded far below it (inputs.py); this is the last guard.
+MAX_EXACT_DIGITS: Final = 1000
 
 # Retries (failed legs, errored settlements, an unreachable Lamassu server) wait
 # base * 2^(attempts - 1), capped.
@@ -178,6 +194,12 @@ def _exact(value: object, name: str) -> Fraction:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{name} must be a finite number, got {value}")
+        _, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)  # finite, checked above
+        if len(digits) > MAX_EXACT_DIGITS or abs(exponent) > MAX_EXACT_DIGITS:
+            raise ValueError(
+                f"{name} is out of range ({len(digits)} digits, exponent {exponent})"
+            )
         return Fraction(value)
     if isinstance(value, Fraction):
         return value
@@ -306,7 +328,11 @@ def parse_fiat(value: str | int | Decimal, currency: str) -> int:
                 f"amount {_shown(text)!r} is not a decimal number; "
                 "send something like '690.00'"
             )
-        return _decimal_to_minor(Decimal(text), text, currency)
+        try:
+            amount = Decimal(text)
+        except InvalidOperation:  # an exponent beyond what Decimal can hold
+            raise FiatError(f"amount {_shown(text)} is out of range") from None
+        return _decimal_to_minor(amount, text, currency)
     raise FiatError(
         f"amount must be a decimal string such as '690.00', not {type(value).__name__}"
     )
@@ -406,9 +432,6 @@ class CommissionSplit:
     operator_parts: list[int]
 
 
-_PERCENT_PLACES: Final = 4
-
-
 def validate_percents(percents: Sequence[Decimal]) -> None:
     """Raise ValueError unless every percent is > 0 with at most 4 decimals and they
     sum to exactly 100."""
@@ -419,13 +442,13 @@ def validate_percents(percents: Sequence[Decimal]) -> None:
         exact = _exact(percent, f"percents[{i}]")
         if exact <= 0:
             raise ValueError(f"percent #{i + 1} ({percent}) must be greater than 0")
-        if (exact * 10**_PERCENT_PLACES).denominator != 1:
+        if (exact * 10**PERCENT_PLACES).denominator != 1:
             raise ValueError(
-                f"percent #{i + 1} ({percent}) has more than {_PERCENT_PLACES} decimals"
+                f"percent #{i + 1} ({percent}) has more than {PERCENT_PLACES} decimals"
             )
         total += exact
     if total != 100:
-        shown = _fixed_places(total, _PERCENT_PLACES)
+        shown = _fixed_places(total, PERCENT_PLACES)
         raise ValueError(f"percents must sum to exactly 100, they sum to {shown}")
 
 

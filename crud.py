@@ -614,10 +614,11 @@ async def settlement_known(tx: Tx, settlement: Settlement) -> bool:
 async def claim_transaction_keys(
     tx: Tx, keys: Sequence[str], operator_user_id: str, settlement_id: str
 ) -> Optional[Settlement]:
-    """Claim every key for the settlement, or none: the settlement already holding
-    one of them (the same real-world transaction, landed first), or None when all
-    were claimed. A concurrent claimer of the same key waits for this transaction
-    (PostgreSQL) or never runs beside it (SQLite), then finds it taken."""
+    """Claim every key for the settlement, or none: the payable settlement already
+    holding one of them (the same real-world transaction, landed first), or None
+    when all were claimed (a key a rejected settlement held is taken over). A
+    concurrent claimer of the same key waits for this transaction (PostgreSQL) or
+    never runs beside it (SQLite), then finds it taken."""
     claimed: list[str] = []
     for key in keys:
         written = await tx.execute(
@@ -636,6 +637,15 @@ async def claim_transaction_keys(
             {"key": key},
             Settlement,
         )
+        if holder is None or holder.status == "rejected":
+            # A rejected settlement pays nothing: the real transaction takes its key.
+            await tx.execute(
+                "UPDATE satmachineadmin.transaction_keys SET settlement_id = :sid, "
+                "created_at = :now WHERE key = :key",
+                {"key": key, "sid": settlement_id, "now": now()},
+            )
+            claimed.append(key)
+            continue
         for mine in claimed:
             await tx.execute(
                 "DELETE FROM satmachineadmin.transaction_keys WHERE key = :key",
@@ -778,8 +788,13 @@ async def list_due_settlement_ids(limit: int = 100) -> list[str]:
     return [row["id"] for row in rows]
 
 
-async def update_settlement_plan(tx: Tx, settlement: Settlement) -> None:
-    await tx.execute(
+async def update_settlement_plan(tx: Tx, settlement: Settlement) -> bool:
+    """Write the plan's figures, only while the worker still holds the claim it
+    planned under, for the plan version it planned (a compare-and-swap): a worker
+    whose lease ran out, or a plan a partial dispense replaced, writes nothing.
+    Run first in the plan's transaction: on PostgreSQL the row stays locked until
+    the plan is written, so a correction waits for it instead of racing it."""
+    changed = await tx.execute(
         """
         UPDATE satmachineadmin.settlements
         SET fiat_amount_minor = :fiat_amount_minor, wire_sats = :wire_sats,
@@ -788,9 +803,26 @@ async def update_settlement_plan(tx: Tx, settlement: Settlement) -> None:
             operator_fee_sats = :operator_fee_sats, exchange_rate = :exchange_rate,
             orphan_sats = :orphan_sats, orphan_fiat_minor = :orphan_fiat_minor,
             updated_at = :updated_at
-        WHERE id = :id
+        WHERE id = :id AND status = 'processing' AND claim_token = :claim_token
+          AND plan_version = :plan_version
         """,
         model_to_dict(settlement),
+    )
+    return changed == 1
+
+
+async def set_settlement_orphans(
+    tx: Tx, settlement_id: str, orphan_sats: int, orphan_fiat_minor: int, moment: int
+) -> None:
+    await tx.execute(
+        "UPDATE satmachineadmin.settlements SET orphan_sats = :sats, "
+        "orphan_fiat_minor = :fiat, updated_at = :now WHERE id = :id",
+        {
+            "id": settlement_id,
+            "sats": orphan_sats,
+            "fiat": orphan_fiat_minor,
+            "now": moment,
+        },
     )
 
 
@@ -1037,7 +1069,7 @@ async def fence_payment(
     """The compare-and-swap before a leg's payment: the leg is still `pending` with
     the invoice its worker stored, and that worker still holds the claim it planned
     under until at least `deadline` (the settlement's claim token, or for a
-    standalone leg its own lease). False: pay nothing."""
+    standalone leg its own lease's token). False: pay nothing."""
     if settlement_id is not None:
         held = (
             "settlement_id = :sid AND EXISTS (SELECT 1 FROM satmachineadmin.settlements"
@@ -1045,7 +1077,7 @@ async def fence_payment(
             "AND s.status = 'processing' AND s.claimed_until >= :deadline)"
         )
     else:
-        held = "claimed_until >= :deadline"
+        held = "claim_token = :token AND claimed_until >= :deadline"
     changed = await db.execute(
         "UPDATE satmachineadmin.legs SET updated_at = :now "
         "WHERE id = :id AND status = 'pending' AND payment_hash = :hash "
@@ -1267,6 +1299,37 @@ async def count_completed_legs(settlement_id: str) -> int:
     return int(row["n"])
 
 
+def _leg_where(
+    operator_user_id: Optional[str],
+    user_id: Optional[str],
+    columns: dict[str, Optional[str]],
+    since: Optional[int],
+    until: Optional[int],
+) -> tuple[list[str], dict[str, Any]]:
+    where: list[str] = []
+    values: dict[str, Any] = {}
+    if operator_user_id is not None:
+        where.append("l.operator_user_id = :op")
+        values["op"] = operator_user_id
+    if user_id is not None:
+        where.append(
+            "l.client_id IN "
+            "(SELECT id FROM satmachineadmin.clients WHERE user_id = :user)"
+        )
+        values["user"] = user_id
+    for column, value in columns.items():
+        if value is not None:
+            where.append(f"l.{column} = :{column}")
+            values[column] = value
+    if since is not None:
+        where.append("l.created_at >= :since")
+        values["since"] = since
+    if until is not None:
+        where.append("l.created_at < :until")
+        values["until"] = until
+    return where, values
+
+
 async def list_legs(
     *,
     operator_user_id: Optional[str] = None,
@@ -1281,40 +1344,107 @@ async def list_legs(
     limit: int = 500,
     offset: int = 0,
 ) -> list[Leg]:
-    where: list[str] = []
-    values: dict[str, Any] = {"limit": limit, "offset": offset}
-    if operator_user_id is not None:
-        where.append("l.operator_user_id = :op")
-        values["op"] = operator_user_id
-    if user_id is not None:
-        where.append(
-            "l.client_id IN "
-            "(SELECT id FROM satmachineadmin.clients WHERE user_id = :user)"
-        )
-        values["user"] = user_id
-    for column, value in (
-        ("machine_id", machine_id),
-        ("client_id", client_id),
-        ("leg_type", leg_type),
-        ("status", status),
-        ("settlement_id", settlement_id),
-    ):
-        if value is not None:
-            where.append(f"l.{column} = :{column}")
-            values[column] = value
-    if since is not None:
-        where.append("l.created_at >= :since")
-        values["since"] = since
-    if until is not None:
-        where.append("l.created_at < :until")
-        values["until"] = until
+    columns = {
+        "machine_id": machine_id,
+        "client_id": client_id,
+        "leg_type": leg_type,
+        "status": status,
+        "settlement_id": settlement_id,
+    }
+    where, values = _leg_where(operator_user_id, user_id, columns, since, until)
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     return await db.fetchall(
         f"SELECT l.* FROM satmachineadmin.legs l {clause} "
         "ORDER BY l.created_at DESC, l.id LIMIT :limit OFFSET :offset",
-        values,
+        {**values, "limit": limit, "offset": offset},
         Leg,
     )
+
+
+_EXPORTED_LEG_COLUMNS = (
+    "l.id, l.settlement_id, l.machine_id, l.client_id, l.leg_type, l.status, "
+    "l.amount_sats, l.amount_fiat_minor, l.currency, l.exchange_rate, "
+    "l.destination, l.payment_hash, l.error, l.created_at, l.completed_at, "
+    "l.sent_sats, l.fee_msat, l.in_flight_since"
+)
+
+
+async def iter_leg_rows(
+    *,
+    operator_user_id: str,
+    page_size: int = 2000,
+    since: Optional[int] = None,
+    until: Optional[int] = None,
+    **columns: Optional[str],
+) -> AsyncIterator[list[Any]]:
+    """Every leg matching the filters, oldest first, a page at a time, as plain rows
+    of the exported columns (no model: an export of 200,000 legs must not validate
+    200,000 of them). Keyset paging on (created_at, id), one short query per page,
+    so an export of any size holds one page in memory and no connection between
+    pages."""
+    where, values = _leg_where(operator_user_id, None, columns, since, until)
+    after: Optional[tuple[int, str]] = None
+    while True:
+        keyset = list(where)
+        if after is not None:
+            keyset.append(
+                "(l.created_at > :after_t "
+                "OR (l.created_at = :after_t AND l.id > :after_id))"
+            )
+            values.update(after_t=after[0], after_id=after[1])
+        page: Any = await db.fetchall(
+            f"SELECT {_EXPORTED_LEG_COLUMNS} FROM satmachineadmin.legs l "
+            f"WHERE {' AND '.join(keyset)} ORDER BY l.created_at, l.id LIMIT :page",
+            {**values, "page": page_size},
+        )
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        after = (page[-1]["created_at"], page[-1]["id"])
+
+
+async def iter_settlements(
+    operator_user_id: str,
+    *,
+    page_size: int = 1000,
+    since: Optional[int] = None,
+    until: Optional[int] = None,
+    **columns: Optional[str],
+) -> AsyncIterator[list[Settlement]]:
+    """Every settlement matching the filters, oldest first, a page at a time (keyset
+    paging, as iter_legs)."""
+    where = ["operator_user_id = :op"]
+    values: dict[str, Any] = {"op": operator_user_id}
+    for column, value in columns.items():
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            values[column] = value
+    if since is not None:
+        where.append("created_at >= :since")
+        values["since"] = since
+    if until is not None:
+        where.append("created_at < :until")
+        values["until"] = until
+    after: Optional[tuple[int, str]] = None
+    while True:
+        keyset = list(where)
+        if after is not None:
+            keyset.append(
+                "(created_at > :after_t OR (created_at = :after_t AND id > :after_id))"
+            )
+            values.update(after_t=after[0], after_id=after[1])
+        page = await db.fetchall(
+            f"SELECT * FROM satmachineadmin.settlements WHERE {' AND '.join(keyset)} "
+            "ORDER BY created_at, id LIMIT :page",
+            {**values, "page": page_size},
+            Settlement,
+        )
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        after = (page[-1].created_at, page[-1].id)
 
 
 async def fixed_paid_on(client_id: str, slot_date: str) -> int:
@@ -1349,6 +1479,7 @@ async def make_errored_due(machine_id: str) -> int:
 async def rescale_settlement(
     tx: Tx,
     settlement_id: str,
+    token: str,
     *,
     fiat_amount_minor: int,
     principal_sats: int,
@@ -1357,18 +1488,19 @@ async def rescale_settlement(
     operator_fee_sats: int,
     wire_sats: int,
     exchange_rate: Optional[str],
-) -> None:
-    await tx.execute(
+) -> bool:
+    changed = await tx.execute(
         """
         UPDATE satmachineadmin.settlements
         SET fiat_amount_minor = :fiat, principal_sats = :principal, fee_sats = :fee,
             platform_fee_sats = :platform, operator_fee_sats = :operator,
             wire_sats = :wire, exchange_rate = :rate, orphan_sats = 0,
             orphan_fiat_minor = 0, plan_version = plan_version + 1, updated_at = :now
-        WHERE id = :id
+        WHERE id = :id AND claim_token = :token
         """,
         {
             "id": settlement_id,
+            "token": token,
             "fiat": fiat_amount_minor,
             "principal": principal_sats,
             "fee": fee_sats,
@@ -1379,6 +1511,7 @@ async def rescale_settlement(
             "now": now(),
         },
     )
+    return changed == 1
 
 
 async def settlement_status_counts(operator_user_id: str) -> dict[str, int]:
@@ -1412,23 +1545,25 @@ async def completed_principal_totals(client_id: str) -> tuple[int, int]:
     return int(row["fiat"]), int(row["sats"])
 
 
-async def claim_leg(leg_id: str, lease_seconds: int) -> bool:
+async def claim_leg(leg_id: str, token: str, lease_seconds: int) -> bool:
     """Take a leg that no settlement claim covers (fixed, balance settlement) for
-    paying: of two schedulers or a scheduler and a manual run, one wins."""
+    paying, under the caller's token: of two schedulers or a scheduler and a manual
+    run, one wins, and only the winner may pay or release it."""
     moment = now()
     result = await db.execute(
-        "UPDATE satmachineadmin.legs SET claimed_until = :until "
+        "UPDATE satmachineadmin.legs SET claimed_until = :until, claim_token = :token "
         "WHERE id = :id AND status IN ('pending', 'failed') "
         "AND (claimed_until IS NULL OR claimed_until < :now)",
-        {"id": leg_id, "until": moment + lease_seconds, "now": moment},
+        {"id": leg_id, "until": moment + lease_seconds, "token": token, "now": moment},
     )
     return result.rowcount == 1
 
 
-async def release_leg(leg_id: str) -> None:
+async def release_leg(leg_id: str, token: str) -> None:
     await db.execute(
-        "UPDATE satmachineadmin.legs SET claimed_until = NULL WHERE id = :id",
-        {"id": leg_id},
+        "UPDATE satmachineadmin.legs SET claimed_until = NULL, claim_token = NULL "
+        "WHERE id = :id AND claim_token = :token",
+        {"id": leg_id, "token": token},
     )
 
 
@@ -1705,3 +1840,40 @@ async def known_lamassu_external_ids(
         {**machines, "since": since},
     )
     return {(r["machine_id"], r["external_id"]) for r in rows}
+
+
+async def set_lamassu_start_at(
+    tx: Tx, operator_user_id: str, start_at: Optional[int], reset_cursor: bool
+) -> None:
+    """The operator's start date; `reset_cursor`: the next poll starts from it."""
+    await tx.execute(
+        "UPDATE satmachineadmin.lamassu_config SET start_at = :start"
+        + (", cursor_at = NULL" if reset_cursor else "")
+        + " WHERE operator_user_id = :op",
+        {"start": start_at, "op": operator_user_id},
+    )
+
+
+async def advance_lamassu_cursor(
+    operator_user_id: str,
+    cursor_at: int,
+    updated_at: int,
+    old_cursor_at: Optional[int],
+    start_at: Optional[int],
+) -> bool:
+    """Move the poll cursor, only if the row still has the settings (`updated_at`),
+    cursor and start date the poll began with: a poll never overwrites what was
+    saved while it ran. True when moved."""
+    changed = await db.execute(
+        "UPDATE satmachineadmin.lamassu_config SET cursor_at = :cursor "
+        "WHERE operator_user_id = :op AND updated_at = :updated "
+        "AND COALESCE(cursor_at, -1) = :old AND COALESCE(start_at, -1) = :start",
+        {
+            "cursor": cursor_at,
+            "op": operator_user_id,
+            "updated": updated_at,
+            "old": -1 if old_cursor_at is None else old_cursor_at,
+            "start": -1 if start_at is None else start_at,
+        },
+    )
+    return changed.rowcount == 1

@@ -46,6 +46,8 @@ async def process_settlement(settlement_id: str) -> Optional[str]:
     token = crud.new_id()
     if not await crud.claim_settlement(settlement_id, token, LEASE_SECONDS):
         return None
+    # The lease started now, not after planning: renewals count from here.
+    extended_at = time.monotonic()
     checkpoint("after_claim")
     settlement = await crud.get_settlement(settlement_id)
     assert settlement
@@ -55,7 +57,6 @@ async def process_settlement(settlement_id: str) -> Optional[str]:
             raise RuntimeError("machine no longer exists")
         legs = await ensure_plan(settlement, machine)
         checkpoint("after_plan")
-        extended_at = time.monotonic()
         claim = Claim(token, LEASE_SECONDS)
 
         async def keep_claim() -> None:

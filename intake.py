@@ -193,6 +193,8 @@ async def _held_if_rate_strays(machine: Machine, draft: Settlement) -> Settlemen
     if reference is None:
         return draft
     expected, origin = reference
+    if expected <= 0:
+        return draft
     rate = Decimal(draft.exchange_rate)
     band = Decimal(machine.rate_band_percent or DEFAULT_RATE_BAND_PERCENT)
     off = abs(rate - expected) * 100 / expected

@@ -320,16 +320,23 @@ async def m002_every_sat_held_by_the_database(db: Database) -> None:
     """Invariants the database holds, not Python (docs/operations.md, "Upgrade").
 
     - transaction_keys: one row per real-world transaction, claimed in the same
-      transaction as the settlement that pays it. A Lamassu id is claimed once per
-      operator (whatever machine its device is or was linked to), a bitSpire id once
-      per machine; a manual entry claims its reference under both, so it collides
-      with either. Backfilled from the settlements already landed.
+      transaction as the settlement that pays it (models.Settlement.transaction_keys):
+      a Lamassu id once per operator, a bitSpire id once per machine, a manual
+      reference under its own key, the machine's bitSpire key and, when it is a
+      UUID, the operator's Lamassu key. Backfilled from the settlements already
+      landed, oldest first; a later settlement of an already-claimed transaction
+      that nothing has paid yet is `held` with the reason (the operator rejects it,
+      or approves it if it is in fact another transaction), never paid silently.
+    - clients.overspent_before_m002: an LP whose reservations an earlier version let
+      exceed their deposits (the race this migration's invariants close). On
+      PostgreSQL a CHECK keeps reserved_minor <= deposits_minor for every other LP;
+      such a row stays writable (its payments are recorded) and is shown as it is.
     - machines.rate_band_percent: how far (in percent) a bitSpire or manual
-      settlement's rate may stray from the machine's recent rate before it is held.
+      settlement's rate may stray from the reference rate before it is held.
     - lamassu_config.cursor_at / start_at: the poller resumes from where it stopped
       (after any outage), and the operator says where the very first poll starts.
-    - PostgreSQL: reserved_minor never exceeds deposits_minor (NOT VALID: rows an
-      earlier version overspent stay readable; every new write is checked).
+    - legs.claim_token: a standalone leg's lease has an owner, so only the worker
+      that holds it may pay or release it.
     """
     big = db.big_int
     await db.execute(
@@ -342,24 +349,69 @@ async def m002_every_sat_held_by_the_database(db: Database) -> None:
         );
         """
     )
-    backfill = {
-        "lamassu": "'lamassu:' || operator_user_id || ':' || external_id",
-        "bitspire": "'bitspire:' || machine_id || ':' || external_id",
-        "manual": "'manual:' || machine_id || ':' || external_id",
-    }
-    for source, key in backfill.items():
-        # The oldest settlement keeps the key; a later duplicate (the very bug this
-        # table closes) stays as it is, visible in the history.
+    # (source, which of its rows, the key) as models.Settlement.transaction_keys.
+    uuid_like = "external_id LIKE '________-____-____-____-____________'"
+    keys = [
+        ("lamassu", "TRUE", "'lamassu:' || operator_user_id || ':' || external_id"),
+        ("bitspire", "TRUE", "'bitspire:' || machine_id || ':' || external_id"),
+        ("manual", "TRUE", "'manual:' || machine_id || ':' || external_id"),
+        ("manual", "TRUE", "'bitspire:' || machine_id || ':' || external_id"),
+        ("manual", uuid_like, "'lamassu:' || operator_user_id || ':' || external_id"),
+    ]
+    claims = " UNION ALL ".join(
+        f"SELECT {key} AS key, operator_user_id, id, created_at "
+        f"FROM satmachineadmin.settlements WHERE source = '{source}' AND {rows} "
+        "AND status <> 'rejected'"
+        for source, rows, key in keys
+    )
+    # The oldest settlement of a transaction claims it; ties by id.
+    await db.execute(
+        f"""
+        INSERT INTO satmachineadmin.transaction_keys
+            (key, operator_user_id, settlement_id, created_at)
+        SELECT key, operator_user_id, id, created_at FROM ({claims}) AS claims
+        WHERE key IS NOT NULL
+        ORDER BY created_at, id
+        ON CONFLICT (key) DO NOTHING
+        """
+    )
+    # A later settlement of a claimed transaction: held unless something of it was
+    # already paid (then it is history, and its transaction is claimed by another).
+    for source, rows, key in keys:
         await db.execute(
             f"""
-            INSERT INTO satmachineadmin.transaction_keys
-                (key, operator_user_id, settlement_id, created_at)
-            SELECT {key}, operator_user_id, id, created_at
-            FROM satmachineadmin.settlements
-            WHERE source = '{source}' AND status <> 'rejected'
-            ORDER BY created_at, id
-            ON CONFLICT (key) DO NOTHING
+            UPDATE satmachineadmin.settlements
+            SET status = 'held',
+                error = 'possible duplicate (found on upgrade): transaction '
+                    || external_id || ' is already settled by settlement '
+                    || (SELECT k.settlement_id FROM satmachineadmin.transaction_keys k
+                        WHERE k.key = {key})
+                    || '; reject it, or approve it if it is another transaction'
+            WHERE source = '{source}' AND {rows}
+              AND status IN ('pending', 'errored', 'held', 'processing')
+              AND EXISTS (
+                  SELECT 1 FROM satmachineadmin.transaction_keys k
+                  WHERE k.key = {key}
+                    AND k.settlement_id <> satmachineadmin.settlements.id)
+              AND NOT EXISTS (
+                  SELECT 1 FROM satmachineadmin.legs l
+                  WHERE l.settlement_id = satmachineadmin.settlements.id
+                    AND l.status = 'completed')
             """
+        )
+    await db.execute(
+        "ALTER TABLE satmachineadmin.clients "
+        "ADD COLUMN overspent_before_m002 BOOLEAN NOT NULL DEFAULT FALSE"
+    )
+    await db.execute(
+        "UPDATE satmachineadmin.clients SET overspent_before_m002 = TRUE "
+        "WHERE reserved_minor > deposits_minor"
+    )
+    if db.type != SQLITE:
+        await db.execute(
+            "ALTER TABLE satmachineadmin.clients "
+            "ADD CONSTRAINT clients_reserved_within_deposits "
+            "CHECK (reserved_minor <= deposits_minor OR overspent_before_m002)"
         )
     await db.execute(
         "ALTER TABLE satmachineadmin.machines ADD COLUMN rate_band_percent TEXT"
@@ -370,12 +422,7 @@ async def m002_every_sat_held_by_the_database(db: Database) -> None:
     await db.execute(
         f"ALTER TABLE satmachineadmin.lamassu_config ADD COLUMN start_at {big}"
     )
-    if db.type != SQLITE:
-        await db.execute(
-            "ALTER TABLE satmachineadmin.clients "
-            "ADD CONSTRAINT clients_reserved_within_deposits "
-            "CHECK (reserved_minor <= deposits_minor) NOT VALID"
-        )
+    await db.execute("ALTER TABLE satmachineadmin.legs ADD COLUMN claim_token TEXT")
 
 
 async def m003_payments_that_leave_lnbits(db: Database) -> None:

@@ -11,13 +11,14 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, validator
 from pydantic.errors import DictError
 
 from .calculations import format_fiat
+from .inputs import decimal_text
 
 MachineStatus = Literal["active", "inactive"]
 ClientStatus = Literal["active", "inactive"]
@@ -38,6 +39,7 @@ WALLET_ID = re.compile(r"^[0-9a-f]{32}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 # LUD-16, as LNbits' LNURL helper (the lnurl library) accepts it: name@domain with a
 # top-level domain of letters, no port. Anything else could be saved but never paid.
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 RATE_BAND = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,2})?$")
 # How far a bitSpire or manual settlement's rate may stray from the reference rate
 # (LNbits' exchange rate, else the machine's latest) before it is held.
@@ -52,25 +54,25 @@ def iso(epoch: Optional[int]) -> Optional[str]:
 
 
 def fiat_text(value: Any) -> str:
-    """Normalise a fiat amount from JSON (string or number) to a decimal string.
+    """Normalise a decimal from JSON (string or number) to its text, checked for shape
+    only (inputs.decimal_text: at most 100 characters, ASCII digits, finite, a bounded
+    exponent and number of digits); the service, which knows the bounds and the
+    currency, parses it.
 
     JSON numbers arrive as int or float; str() of a float is its shortest round-trip
     form, which is what the sender wrote, so no binary noise reaches the money code.
     """
     if isinstance(value, bool) or value is None:
         raise ValueError('must be a decimal string such as "690.00"')
-    if isinstance(value, (int, float, Decimal)):
+    if isinstance(value, float):
         value = str(value)
-    if not isinstance(value, str):
+    if not isinstance(value, (str, int, Decimal)):
         raise ValueError('must be a decimal string such as "690.00"')
-    text = value.strip()
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"'{value}' is not a decimal amount") from None
-    if not number.is_finite():
-        raise ValueError("must be a finite amount")
-    return text
+    return decimal_text(value)
+
+
+def _optional_decimal(value: Any) -> Optional[str]:
+    return None if value is None else fiat_text(value)
 
 
 # ---------------------------------------------------------------- rows
@@ -181,9 +183,9 @@ class Settlement(BaseModel):
         """The real-world transaction this settlement pays, as keys no second
         settlement may hold (m002's transaction_keys): a Lamassu id once per
         operator, whatever machine its device is linked to; a bitSpire id once per
-        machine; a manual entry's reference under all three, so it collides with a
-        Lamassu or bitSpire transaction of the same id. A rejection pays nothing and
-        holds none."""
+        machine; a manual entry's reference under its own key and the machine's
+        bitSpire key (and, a UUID, the operator's Lamassu key), so it collides with
+        the ATM transaction of the same id. A rejection pays nothing and holds none."""
         if self.status == "rejected":
             return []
         lamassu = f"lamassu:{self.operator_user_id}:{self.external_id}"
@@ -192,7 +194,13 @@ class Settlement(BaseModel):
             return [lamassu]
         if self.source == "bitspire":
             return [bitspire]
-        return [f"manual:{self.machine_id}:{self.external_id}", lamassu, bitspire]
+        keys = [f"manual:{self.machine_id}:{self.external_id}", bitspire]
+        # Lamassu ids are UUIDs: a reference that is one names a Lamassu transaction
+        # of the operator; any other stays the machine's own (receipt numbers
+        # "0001" at two machines are two transactions).
+        if UUID.match(self.external_id.lower()):
+            keys.append(lamassu)
+        return keys
 
 
 class Leg(BaseModel):
@@ -763,7 +771,7 @@ class SuperConfigIn(_Request):
     def _fraction_text(cls, value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError("must be a decimal between 0 and 1")
-        return str(value)
+        return decimal_text(str(value) if isinstance(value, float) else value)
 
 
 class SuperConfigOut(BaseModel):
@@ -784,7 +792,7 @@ class SplitLegIn(_Request):
     def _percent_text(cls, value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError('must be a decimal percent such as "50"')
-        return str(value)
+        return decimal_text(str(value) if isinstance(value, float) else value)
 
 
 class SplitsIn(_Request):
@@ -837,9 +845,7 @@ class ManualSettlementIn(_Request):
     notes: Optional[str] = Field(None, max_length=2000)
 
     _fiat = validator("fiat_amount", pre=True, allow_reuse=True)(fiat_text)
-    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
+    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(_optional_decimal)
 
 
 class PartialDispenseIn(_Request):
@@ -847,11 +853,9 @@ class PartialDispenseIn(_Request):
     dispensed_fiat: Optional[str] = None
 
     _fraction = validator("dispensed_fraction", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
+        _optional_decimal
     )
-    _fiat = validator("dispensed_fiat", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
+    _fiat = validator("dispensed_fiat", pre=True, allow_reuse=True)(_optional_decimal)
 
 
 class NoteIn(_Request):
@@ -885,12 +889,8 @@ class SettleIn(_Request):
     exchange_rate: Optional[str] = None
     amount_fiat: Optional[str] = None
 
-    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
-    _fiat = validator("amount_fiat", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
+    _rate = validator("exchange_rate", pre=True, allow_reuse=True)(_optional_decimal)
+    _fiat = validator("amount_fiat", pre=True, allow_reuse=True)(_optional_decimal)
 
 
 class AutoSettlementIn(_Request):
@@ -899,9 +899,7 @@ class AutoSettlementIn(_Request):
     threshold_value: Optional[str] = None
     funding_wallet_id: Optional[str] = Field(None, max_length=64)
 
-    _value = validator("threshold_value", pre=True, allow_reuse=True)(
-        lambda value: None if value is None else fiat_text(value)
-    )
+    _value = validator("threshold_value", pre=True, allow_reuse=True)(_optional_decimal)
 
 
 class FixedScheduleIn(_Request):

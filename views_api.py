@@ -5,11 +5,13 @@ ownership against the database. Errors are DomainErrors raised below and worded 
 the route class (api/route.py) as `{"detail": reason}` with their status.
 """
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from http import HTTPStatus
-from typing import Optional
+from typing import Literal, Optional
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import StreamingResponse
 
 from . import crud
 from .api.auth import (
@@ -406,14 +408,42 @@ async def api_list_legs(
 @route.get("/payments.csv")
 async def api_legs_csv(
     filters: LegFilters = Depends(leg_filters), operator: str = Depends(operator_reader)
-) -> Response:
-    legs = await crud.list_legs(operator_user_id=operator, **filters.dict())
-    return Response(
-        content=reports.legs_csv(legs),
+) -> StreamingResponse:
+    """Every matching leg: `limit` and `offset` do not apply to an export."""
+    wanted = filters.dict(exclude={"limit", "offset"})
+    return _csv_download(
+        reports.legs_csv_stream(operator, wanted), "satmachine-payments.csv"
+    )
+
+
+@route.get("/settlements.csv")
+async def api_settlements_csv(
+    machine_id: Optional[str] = Query(None, max_length=64),
+    status: Optional[SettlementStatus] = None,
+    tx_type: Optional[TxType] = None,
+    since: Optional[datetime] = None,
+    until: Optional[datetime] = None,
+    operator: str = Depends(operator_reader),
+) -> StreamingResponse:
+    if machine_id:
+        await operator_machine(operator, machine_id)
+    wanted = {
+        "machine_id": machine_id,
+        "status": status,
+        "tx_type": tx_type,
+        "since": epoch(since),
+        "until": epoch(until),
+    }
+    return _csv_download(
+        reports.settlements_csv_stream(operator, wanted), "satmachine-settlements.csv"
+    )
+
+
+def _csv_download(chunks: AsyncIterator[str], filename: str) -> StreamingResponse:
+    return StreamingResponse(
+        chunks,
         media_type="text/csv",
-        headers={
-            "Content-Disposition": 'attachment; filename="satmachine-payments.csv"'
-        },
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
@@ -423,6 +453,21 @@ async def api_legs_csv(
 @route.get("/health")
 async def api_health(operator: str = Depends(operator_reader)) -> dict:
     return await reports.health(operator)
+
+
+@route.get("/reports")
+async def api_reports(
+    period: Literal["day", "week", "month"] = "month",
+    machine_id: Optional[str] = Query(None, max_length=64),
+    since: Optional[datetime] = None,
+    until: Optional[datetime] = None,
+    operator: str = Depends(operator_reader),
+) -> list[dict]:
+    if machine_id:
+        await operator_machine(operator, machine_id)
+    return await reports.periods(
+        operator, period, machine_id, epoch(since), epoch(until)
+    )
 
 
 @route.get("/audit", response_model=list[AuditOut])

@@ -58,12 +58,13 @@ class ExtensionRoute(APIRoute):
                 raise HTTPException(status_code=exc.status, detail=exc.reason) from None
             except IntegrityError:
                 # A unique key refused a write a concurrent request made first (two
-                # enrolments of one LP, two machines on one wallet): the transaction
-                # rolled back, nothing changed; the caller reloads and sees the winner.
+                # enrolments of one LP, two machines on one wallet): that write's
+                # transaction rolled back. Said neutrally: a service that committed
+                # an earlier step keeps it, and the caller reloads to see what is.
                 raise HTTPException(
                     status_code=HTTPStatus.CONFLICT,
                     detail="a concurrent request changed the same thing first: "
-                    "nothing was changed; reload and try again",
+                    "reload to see what is saved, then try again if still needed",
                 ) from None
 
         return checked_handler

@@ -262,18 +262,19 @@ class ClaimLost(Exception):
 @dataclass(frozen=True)
 class Claim:
     """What entitles a worker to pay: the settlement's claim token (settlement and
-    autoforward legs), or None for a standalone leg's own lease. Each payment needs
+    autoforward legs), or the token of a standalone leg's own lease. Each payment needs
     at least half the lease left, so a live worker always passes and a stalled one
     whose lease could lapse mid-payment never starts one."""
 
-    token: Optional[str]
+    token: str
     lease_seconds: int
+    standalone: bool = False
 
     async def fence(self, leg: Leg) -> bool:
         return await crud.fence_payment(
             leg.id,
             leg.payment_hash or "",
-            leg.settlement_id if self.token else None,
+            None if self.standalone else leg.settlement_id,
             self.token,
             crud.now() + self.lease_seconds // 2,
         )
@@ -665,17 +666,17 @@ STANDALONE_LEASE_SECONDS = 120
 async def pay_standalone_leg(leg: Leg) -> Leg:
     """Pay a leg no settlement claim covers (fixed, balance settlement): its own
     lease makes sure a scheduler, a manual run and a retry never pay it at once."""
-    if not await crud.claim_leg(leg.id, STANDALONE_LEASE_SECONDS):
+    token = crud.new_id()
+    if not await crud.claim_leg(leg.id, token, STANDALONE_LEASE_SECONDS):
         return await _reload(leg)
+    claim = Claim(token, STANDALONE_LEASE_SECONDS, standalone=True)
     try:
-        result = await pay_leg(
-            await _reload(leg), Claim(None, STANDALONE_LEASE_SECONDS)
-        )
+        result = await pay_leg(await _reload(leg), claim)
     except ClaimLost:
         logger.warning(f"satmachineadmin: leg {leg.id}: its lease ran out unpaid")
         return await _reload(leg)
     finally:
-        await crud.release_leg(leg.id)
+        await crud.release_leg(leg.id, token)
     if _lands_with_lp(result):
         # A fixed slot or a balance settlement landed in the LP's wallet.
         await forward_quietly([result])

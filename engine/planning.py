@@ -22,6 +22,7 @@ from ..calculations import (
 from ..crud import Tx
 from ..models import ClientWithPrefs, CommissionRule, Leg, Machine, Settlement
 from .legs import lp_memo
+from .payouts import ClaimLost
 
 
 @dataclass
@@ -76,18 +77,16 @@ async def ensure_plan(settlement: Settlement, machine: Machine) -> list[Leg]:
         moment=crud.now(),
     )
     async with crud.transaction() as tx:
+        # First, and a compare-and-swap: only the claim's holder writes this
+        # version's plan (a stalled worker whose lease ran out while a partial
+        # dispense rescaled the settlement must not write the old one back).
+        if not await crud.update_settlement_plan(tx, settlement):
+            raise ClaimLost(f"settlement {settlement.id}: not ours to plan any more")
         clients = await _lock_machine_clients(tx, machine.id)
         legs, orphan_sats, orphan_fiat = build_legs(context, clients)
         await crud.insert_plan(tx, legs)
-        await crud.update_settlement_plan(
-            tx,
-            settlement.copy(
-                update={
-                    "orphan_sats": orphan_sats,
-                    "orphan_fiat_minor": orphan_fiat,
-                    "updated_at": context.moment,
-                }
-            ),
+        await crud.set_settlement_orphans(
+            tx, settlement.id, orphan_sats, orphan_fiat, context.moment
         )
     # What was just written, in the order a re-read would give: no second read of a
     # plan that may hold a thousand legs.
@@ -110,7 +109,7 @@ async def _lock_machine_clients(tx: Tx, machine_id: str) -> list[ClientWithPrefs
     if tx.conn.type == POSTGRES:
         await tx.fetchall(
             "SELECT id FROM satmachineadmin.clients WHERE machine_id = :machine "
-            "FOR UPDATE",
+            "ORDER BY id FOR UPDATE",
             {"machine": machine_id},
         )
     return await crud.list_machine_clients_with_prefs(machine_id, tx)

@@ -9,12 +9,14 @@ and is retried later; it never blocks a distribution.
 
 import json
 from decimal import Decimal
+from typing import Optional
 
 from lnbits.core.services.websockets import websocket_updater
 from loguru import logger
 
 from .. import crud
-from ..calculations import auto_settle_due, fiat_to_sats
+from ..calculations import MAX_FIAT_MINOR, MAX_SATS, auto_settle_due, fiat_to_sats
+from ..inputs import InputError, bounded_decimal
 from ..models import ClientWithPrefs, Leg, Machine, Settlement
 from .legs import lp_leg
 from .payouts import pay_standalone_leg
@@ -92,14 +94,57 @@ async def notify_if_complete(leg: Leg) -> None:
             logger.debug("satmachineadmin: no websocket listener for cycle completion")
 
 
+# What the engine accepts from the database: wider than what the API lets anyone
+# store today (a value an older version wrote still works), and bounded, so that no
+# stored text can stall a distribution. A settlement's own rate is at most MAX_SATS
+# sats per minor unit of a 3-decimal currency.
+_STORED_THRESHOLD_PLACES = 18
+_STORED_MAXIMUM = {"absolute": MAX_FIAT_MINOR, "percent": 100}
+_STORED_RATE_MAXIMUM = MAX_SATS * 1000
+
+
+def stored_auto_settlement(
+    settlement: Settlement, machine: Machine
+) -> Optional[tuple[Decimal, str, Decimal]]:
+    """(rate, threshold type, threshold) for auto-settlement after `settlement`, read
+    bounded from the rows; None, with a log line, when a stored value is unusable."""
+    threshold_type = machine.auto_settle_threshold_type or "absolute"
+    try:
+        if threshold_type not in _STORED_MAXIMUM:
+            raise InputError(f"threshold type {threshold_type!r} is unknown")
+        threshold = bounded_decimal(
+            machine.auto_settle_threshold_value or "0",
+            minimum=0,
+            maximum=_STORED_MAXIMUM[threshold_type],
+            places=_STORED_THRESHOLD_PLACES,
+        )
+        rate = bounded_decimal(
+            settlement.exchange_rate,
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=_STORED_RATE_MAXIMUM,
+            places=_STORED_THRESHOLD_PLACES,
+        )
+    except InputError as exc:
+        logger.warning(
+            f"satmachineadmin: auto-settlement at machine {machine.id} skipped after "
+            f"settlement {settlement.id}: a stored value is unusable ({exc}); save "
+            "the machine's auto-settlement again"
+        )
+        return None
+    return rate, threshold_type, threshold
+
+
 async def auto_settle_after(settlement: Settlement, machine: Machine) -> list[Leg]:
     """After a distribution: settle every LP left under the machine's threshold."""
     if not machine.auto_settle_enabled or not machine.auto_settle_funding_wallet_id:
         return []
     if not settlement.exchange_rate or settlement.tx_type != "cash_out":
         return []
-    rate = Decimal(settlement.exchange_rate)
-    threshold = Decimal(machine.auto_settle_threshold_value or "0")
+    stored = stored_auto_settlement(settlement, machine)
+    if stored is None:
+        return []
+    rate, threshold_type, threshold = stored
     legs = []
     for client in await crud.list_machine_clients_with_prefs(machine.id):
         if (
@@ -111,7 +156,7 @@ async def auto_settle_after(settlement: Settlement, machine: Machine) -> list[Le
         if not auto_settle_due(
             client.remaining_minor,
             client.deposits_minor,
-            machine.auto_settle_threshold_type or "absolute",
+            threshold_type,
             threshold,
             machine.fiat_currency,
         ):

@@ -1,7 +1,7 @@
 """The operator's commission split rules: per machine, or the operator's default
 (docs/money.md, "Commission"); targets are validated when saved."""
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Optional
 
 from lnbits.core.crud import get_wallet, get_wallet_for_key
@@ -9,6 +9,7 @@ from lnbits.core.crud import get_wallet, get_wallet_for_key
 from .. import crud
 from ..calculations import validate_percents
 from ..errors import BadInput
+from ..inputs import percent_input
 from ..models import LN_ADDRESS, CommissionRule
 from .access import operator_machine
 
@@ -53,20 +54,9 @@ async def set_commission_rules(
         await operator_machine(operator_user_id, machine_id)
     percents: list[Decimal] = []
     for position, leg in enumerate(legs):
-        try:
-            percent = Decimal(str(leg["percent"]).strip())
-        except (InvalidOperation, KeyError):
-            raise BadInput(f"legs[{position}].percent: must be a decimal") from None
-        # Bounded before any exact arithmetic: "1e999999999" would take minutes.
-        if not percent.is_finite() or not 0 < percent <= 100:
-            raise BadInput(f"legs[{position}].percent: must be > 0 and at most 100")
-        # Judged on the digits, not normalize(): its context would round 1e-999999999
-        # to 0. Trailing zeros carry no value ("50.00000" is fine).
-        _, digits, exponent = percent.as_tuple()
-        zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-        if exponent + zeros < -4:  # type: ignore[operator]
-            raise BadInput(f"legs[{position}].percent: at most 4 decimal places")
-        percents.append(percent)
+        # Bounded before any exact arithmetic ("1e999999999" would take minutes);
+        # trailing zeros carry no value ("50.00000" is fine).
+        percents.append(percent_input(leg.get("percent"), f"legs[{position}].percent"))
     if legs:
         try:
             validate_percents(percents)

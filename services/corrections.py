@@ -5,11 +5,11 @@ Each change leaves an audit row. Completed legs are never paid again: retry only
 re-opens what failed, and a partial dispense is refused once any leg has been paid.
 """
 
-from decimal import Decimal
 from typing import Optional
 
 from .. import crud
 from ..calculations import (
+    DISPENSED_FRACTION_PLACES,
     dispensed_fiat_from_fraction,
     exchange_rate_text,
     format_fiat,
@@ -18,7 +18,7 @@ from ..calculations import (
 from ..distribution import LEASE_SECONDS
 from ..engine.payouts import reconcile_leg
 from ..errors import BadInput, Conflict, Refused
-from ..inputs import fiat_input
+from ..inputs import decimal_input, fiat_input
 from ..intake import wake_engine
 from ..models import PartialDispenseIn, Settlement, SettlementNote
 from .access import operator_settlement
@@ -127,6 +127,9 @@ async def _decide_held(
             tx, settlement.id, ["held"], to_status, error
         ):
             raise Conflict("settlement changed meanwhile; reload and try again")
+        if to_status == "rejected":
+            # One held by the upgrade may have planned legs: release what they hold.
+            await crud.void_open_legs(tx, settlement.id)
     if to_status == "pending":
         wake_engine()
     refreshed = await crud.get_settlement(settlement.id)
@@ -137,28 +140,32 @@ async def _decide_held(
 async def partial_dispense(
     operator_user_id: str, settlement_id: str, data: PartialDispenseIn
 ) -> Settlement:
-    dispensed_fiat = data.dispensed_fiat
-    dispensed_fraction = (
-        None if data.dispensed_fraction is None else Decimal(data.dispensed_fraction)
-    )
+    dispensed_fiat, dispensed_fraction = data.dispensed_fiat, data.dispensed_fraction
     settlement = await operator_settlement(operator_user_id, settlement_id)
     if (dispensed_fraction is None) == (dispensed_fiat is None):
         raise BadInput("give exactly one of dispensed_fraction or dispensed_fiat")
     if settlement.status == "rejected":
         raise Conflict("a rejected settlement pays nothing and cannot be rescaled")
+    if settlement.status == "held":
+        raise Conflict("the settlement is held: approve or reject it first")
     if settlement.tx_type != "cash_out":
         # Rescaling would also rewrite wire_sats as principal + fee, a cash-out's sum.
         raise Refused(
             "only a cash-out dispenses cash; a cash-in cannot be partially dispensed"
         )
     if dispensed_fraction is not None:
-        if not dispensed_fraction.is_finite() or not 0 < dispensed_fraction <= 1:
-            raise BadInput("dispensed_fraction: must be greater than 0 and at most 1")
-        if dispensed_fraction.as_tuple().exponent < -18:  # type: ignore[operator]
-            # 1E-999999999 would build a billion-digit integer and stall LNbits.
-            raise BadInput("dispensed_fraction: at most 18 decimal places")
+        # Bounded before any arithmetic: 1E-999999999 would build a billion-digit
+        # integer and stall LNbits.
+        fraction = decimal_input(
+            dispensed_fraction,
+            "dispensed_fraction",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=1,
+            places=DISPENSED_FRACTION_PLACES,
+        )
         dispensed_minor = dispensed_fiat_from_fraction(
-            settlement.fiat_amount_minor, dispensed_fraction
+            settlement.fiat_amount_minor, fraction
         )
     else:
         dispensed_minor = fiat_input(
@@ -211,10 +218,12 @@ async def partial_dispense(
             settlement.id,
             {"memo": memo},
         ) as tx:
-            await crud.void_open_legs(tx, settlement.id)
-            await crud.rescale_settlement(
+            # First, a compare-and-swap on the claim taken above: if it lapsed and
+            # an engine took the settlement back, nothing here is written.
+            rescaled_now = await crud.rescale_settlement(
                 tx,
                 settlement.id,
+                token,
                 fiat_amount_minor=rescaled.fiat_minor,
                 principal_sats=rescaled.principal_sats,
                 fee_sats=rescaled.fee_sats,
@@ -225,6 +234,12 @@ async def partial_dispense(
                     rescaled.principal_sats, rescaled.fiat_minor, settlement.currency
                 ),
             )
+            if not rescaled_now:
+                raise Conflict(
+                    "the settlement was taken up by the engine meanwhile; reload and "
+                    "try again"
+                )
+            await crud.void_open_legs(tx, settlement.id)
     except BaseException:
         # A "processing" one we could claim had a dead worker's expired lease: put it
         # back as pending (due), not as a processing row with no lease, never due again.

@@ -2,13 +2,12 @@
 (docs/sources.md, "Manual entry"). It lands like any other settlement, with the same
 uniqueness."""
 
-from decimal import Decimal
 from typing import Optional
 
 from .. import crud
 from ..calculations import MAX_SATS, fiat_to_sats
 from ..errors import BadInput, Conflict
-from ..inputs import fiat_input
+from ..inputs import fiat_input, rate_input
 from ..intake import land_settlement
 from ..models import Machine, ManualSettlementIn, Settlement
 from .access import operator_machine
@@ -73,11 +72,6 @@ def _principal_at_rate(
     """principal_sats from a stated rate, for an entry that gives a rate instead."""
     if rate_text is None:
         raise BadInput("principal_sats or exchange_rate is required")
-    rate = Decimal(rate_text)
-    if rate <= 0:
-        raise BadInput("exchange_rate: must be greater than zero")
-    # Bounded before any exact arithmetic: 1E+999999999 or 1E-999999999 would
-    # build a billion-digit integer and stall the whole LNbits event loop.
-    if rate > MAX_SATS or rate.as_tuple().exponent < -18:  # type: ignore[operator]
-        raise BadInput("exchange_rate: sats per fiat unit, at most 18 decimals")
+    # Bounded before any exact arithmetic (inputs.decimal_input).
+    rate = rate_input(rate_text, maximum=MAX_SATS)
     return fiat_to_sats(fiat_minor, rate, machine.fiat_currency)

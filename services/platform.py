@@ -1,29 +1,26 @@
 """The super user's settings: the platform's fraction of every commission and the
 wallet that collects it (docs/money.md, "Commission")."""
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Optional
 
 from .. import crud
-from ..errors import BadInput
+from ..calculations import PLATFORM_FRACTION_PLACES
+from ..inputs import decimal_input
 from ..models import PlatformConfig
 from .access import owned_wallet
 
 
 def parse_fraction(value: object) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        raise BadInput("super_fee_fraction: must be a decimal between 0 and 1")
-    try:
-        fraction = Decimal(str(value))
-    except InvalidOperation:
-        raise BadInput(
-            "super_fee_fraction: must be a decimal between 0 and 1"
-        ) from None
-    if not fraction.is_finite() or fraction < 0 or fraction > 1:
-        raise BadInput("super_fee_fraction: must be between 0 and 1")
-    if fraction.as_tuple().exponent < -8:  # type: ignore[operator]
-        raise BadInput("super_fee_fraction: at most 8 decimal places")
-    return fraction
+    """The platform's fraction of every commission: 0 to 1, at most
+    PLATFORM_FRACTION_PLACES decimals, parsed bounded before any arithmetic."""
+    return decimal_input(
+        value,
+        "super_fee_fraction",
+        minimum=0,
+        maximum=1,
+        places=PLATFORM_FRACTION_PLACES,
+    )
 
 
 async def set_platform_config(

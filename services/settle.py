@@ -5,6 +5,7 @@ and paid by engine/small_balances.py and engine/fixed_mode.py.
 """
 
 import json
+from decimal import Decimal
 from typing import Optional
 
 from .. import crud
@@ -13,7 +14,7 @@ from ..engine import fixed_mode
 from ..engine.rates import current_rate
 from ..engine.small_balances import settlement_leg, write_and_pay
 from ..errors import BadInput, Conflict, Refused
-from ..inputs import decimal_value, fiat_input
+from ..inputs import fiat_input, percent_input, rate_input
 from ..models import AutoSettlementIn, Leg, Machine, SettleIn
 from .access import operator_client, operator_machine, owned_wallet
 
@@ -50,15 +51,9 @@ async def settle_client(
                 f"amount_fiat {format_fiat(fiat, currency)} is more than the "
                 f"remaining balance {format_fiat(remaining, currency)}"
             )
-    stated = None
-    if exchange_rate is not None:
-        stated = decimal_value(
-            exchange_rate, "exchange_rate: must be a decimal (sats per fiat unit)"
-        )
-        if not stated.is_finite() or stated <= 0 or stated > 10**9:
-            raise BadInput(
-                "exchange_rate: must be a positive number of sats per fiat unit"
-            )
+    # Bounded before any arithmetic: "1E-4000000" is refused here, not turned into
+    # a four-million-digit fraction by fiat_to_sats.
+    stated = None if exchange_rate is None else rate_input(exchange_rate)
     quote = await current_rate(machine, stated)
     if quote is None:
         raise Refused(
@@ -79,18 +74,27 @@ async def settle_client(
 
 
 def validate_auto_settlement(
-    enabled: bool, threshold_type: Optional[str], threshold_value: Optional[str]
+    enabled: bool,
+    threshold_type: Optional[str],
+    threshold_value: Optional[str],
+    currency: str,
 ) -> Optional[str]:
+    """The threshold as it is stored, checked with the bounded parsers: a fiat amount
+    of the machine's currency (absolute), or a percent > 0 and at most 100 with at most
+    PERCENT_PLACES decimals (percent)."""
     if not enabled:
         return threshold_value
     if threshold_type not in ("absolute", "percent"):
         raise BadInput("threshold_type: must be 'absolute' or 'percent'")
-    value = decimal_value(threshold_value, "threshold_value: must be a decimal")
-    if not value.is_finite() or value <= 0:
+    if threshold_value is None:
+        raise BadInput("threshold_value: is required when auto-settlement is enabled")
+    if threshold_type == "percent":
+        return format(percent_input(threshold_value, "threshold_value"), "f")
+    if fiat_input(threshold_value, currency, "threshold_value") <= 0:
         raise BadInput("threshold_value: must be greater than zero")
-    if threshold_type == "percent" and value > 100:
-        raise BadInput("threshold_value: a percentage is at most 100")
-    return format(value, "f")
+    # parse_fiat read it within its bounds (at most 100 characters, digits checked):
+    # the text is a small exact number.
+    return format(Decimal(threshold_value.strip()), "f")
 
 
 async def configure_auto_settlement(
@@ -99,15 +103,15 @@ async def configure_auto_settlement(
     enabled, threshold_type = data.enabled, data.threshold_type
     threshold_value, funding_wallet_id = data.threshold_value, data.funding_wallet_id
     machine = await operator_machine(operator_user_id, machine_id)
-    value = validate_auto_settlement(enabled, threshold_type, threshold_value)
+    value = validate_auto_settlement(
+        enabled, threshold_type, threshold_value, machine.fiat_currency
+    )
     if enabled:
         if not funding_wallet_id:
             raise BadInput(
                 "funding_wallet_id: required when auto-settlement is enabled"
             )
         await owned_wallet(operator_user_id, funding_wallet_id, "funding_wallet_id")
-        if threshold_type == "absolute":
-            fiat_input(value or "", machine.fiat_currency, "threshold_value")
     elif funding_wallet_id:
         await owned_wallet(operator_user_id, funding_wallet_id, "funding_wallet_id")
     async with crud.audited(

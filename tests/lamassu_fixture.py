@@ -8,15 +8,23 @@ them, `status` as a real enum):
 - `lamassu`        — Lamassu >= 10.2, with `cash_out_txs.fixed_fee`;
 - `lamassu_nofee`  — an older Lamassu without that column.
 
+`PasswordCatcher` is the opposite: a fake PostgreSQL on unix sockets that asks every
+client for its password in clear text and keeps what it is sent (the attack the
+stored-password rule of lamassu/config.py closes).
+
 `await server.new_database()` clones a template into a fresh database so each test
 sees only its own transactions. Roles: `lamassu_reader` (SELECT on everything, the
 poller's role), `lamassu_nogrant` (may log in, may not read the tables).
 Only the superuser (trust over the unix socket) writes test rows.
 """
 
+import asyncio
+import os
 import secrets
 import signal
+import struct
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterable
@@ -138,6 +146,86 @@ CASH_IN_DEFAULTS: dict[str, Any] = {
 
 def device_id() -> str:
     return secrets.token_hex(32)
+
+
+@dataclass
+class CaughtLogin:
+    socket: str
+    user: str
+    database: str
+    password: str
+
+
+class PasswordCatcher:
+    """A fake PostgreSQL server: asks for a cleartext password, keeps it, refuses.
+
+    It listens on unix sockets under its own folders, as many (folder, port) pairs as
+    a test wants: `host` is a folder, as for a real PostgreSQL's socket directory.
+    """
+
+    def __init__(self) -> None:
+        self.logins: list[CaughtLogin] = []
+        self.attempts = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._dirs: list[str] = []
+
+    async def listen(self, port: int, host: str | None = None) -> str:
+        """Listen at `host` (a new folder if None) and `port`; returns the host."""
+        if host is None:
+            host = tempfile.mkdtemp(prefix="pgcatch-")
+            self._dirs.append(host)
+        path = os.path.join(host, f".s.PGSQL.{port}")
+
+        async def serve(reader: Any, writer: Any) -> None:
+            self.attempts += 1
+            try:
+                await self._login(path, reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self._servers.append(await asyncio.start_unix_server(serve, path=path))
+        return host
+
+    async def _login(self, path: str, reader: Any, writer: Any) -> None:
+        while True:
+            (length,) = struct.unpack("!i", await reader.readexactly(4))
+            body = await reader.readexactly(length - 4)
+            (code,) = struct.unpack("!i", body[:4])
+            if code == 80877103:  # SSLRequest: no TLS here
+                writer.write(b"N")
+                await writer.drain()
+                continue
+            break
+        fields = body[4:].split(b"\0")
+        params = dict(zip(fields[0::2], fields[1::2], strict=False))
+        writer.write(b"R" + struct.pack("!ii", 8, 3))  # AuthenticationCleartextPassword
+        await writer.drain()
+        kind = await reader.readexactly(1)
+        (length,) = struct.unpack("!i", await reader.readexactly(4))
+        payload = await reader.readexactly(length - 4)
+        if kind == b"p":
+            self.logins.append(
+                CaughtLogin(
+                    socket=path,
+                    user=params.get(b"user", b"").decode(),
+                    database=params.get(b"database", b"").decode(),
+                    password=payload.rstrip(b"\0").decode(),
+                )
+            )
+        message = b"SFATAL\0C28P01\0Mpassword authentication failed\0\0"
+        writer.write(b"E" + struct.pack("!i", len(message) + 4) + message)
+        await writer.drain()
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        for folder in self._dirs:
+            for name in os.listdir(folder):
+                os.unlink(os.path.join(folder, name))
+            os.rmdir(folder)
 
 
 def _hba() -> str:

@@ -830,3 +830,47 @@ async def test_a_fixed_leg_whose_forward_a_crash_lost_is_forwarded_by_the_sweep(
     assert len(await _forwards([fixed.id])) == 1
     assert lnaddress_host.callbacks(name) == [1_485_000]
     assert await factory.balance(elsewhere.wallet) == 1_485
+
+
+# ------------------------------------------------ the upgrade
+
+
+async def test_m003_backfills_what_completed_legs_sent(app, tmp_path):
+    """m003 on a database the version before wrote: completed legs sent their
+    amount with no fee; open legs have sent nothing yet; none is in flight."""
+    from test_migrations import OPERATOR, fresh_database
+
+    from satmachineadmin import migrations
+    from satmachineadmin.models import Leg
+
+    async with fresh_database(tmp_path) as db:
+        await migrations.m001_initial_schema(db)
+        await migrations.m002_every_sat_held_by_the_database(db)
+        for leg_id, status in (("done", "completed"), ("open", "pending")):
+            leg = Leg(
+                id=leg_id,
+                idempotency_key=f"s:v0:{leg_id}",
+                settlement_id="s",
+                machine_id="m",
+                operator_user_id=OPERATOR,
+                leg_type="dca",
+                status=status,
+                amount_sats=1_500,
+                created_at=1,
+                updated_at=1,
+            )
+            values = leg.dict(exclude={"sent_sats", "fee_msat", "in_flight_since"})
+            await db.execute(
+                f"INSERT INTO satmachineadmin.legs ({', '.join(values)}) "
+                f"VALUES ({', '.join(':' + k for k in values)})",
+                values,
+            )
+        await migrations.m003_payments_that_leave_lnbits(db)
+        rows = {
+            row["id"]: (row["sent_sats"], row["fee_msat"], row["in_flight_since"])
+            for row in await db.fetchall(
+                "SELECT id, sent_sats, fee_msat, in_flight_since "
+                "FROM satmachineadmin.legs"
+            )
+        }
+        assert rows == {"done": (1_500, 0, None), "open": (None, None, None)}

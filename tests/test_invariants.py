@@ -164,6 +164,14 @@ async def test_a_reservation_the_balance_no_longer_covers_writes_nothing(
         # The same key again is the same leg, not a second reservation.
         assert not await crud.insert_leg(tx, leg("inv:c", 400))
     assert await _client_row(client["id"]) == (1_000, 1_000)
+    # Nothing here is meant to be paid: void the two legs (releasing what they
+    # reserved) so no later retry pass finds them.
+    for key in ("inv:a", "inv:c"):
+        written = await crud.get_leg_by_key(key)
+        assert await crud.transition_leg(
+            written.id, "voided", from_statuses=("pending",)
+        )
+    assert await _client_row(client["id"]) == (1_000, 0)
 
 
 async def test_a_worker_that_lost_its_lease_pays_nothing_more(
@@ -255,16 +263,34 @@ async def test_a_stale_standalone_leg_is_not_paid_without_its_lease(
     )
     async with crud.transaction() as tx:
         assert await crud.insert_leg(tx, leg)
-    # The worker took the lease long ago; it has almost run out.
+    # Worker A took the lease long ago; it has almost run out.
+    assert await crud.claim_leg(leg.id, "worker-a", 120)
     await crud.db.execute(
         "UPDATE satmachineadmin.legs SET claimed_until = :t WHERE id = :id",
         {"t": crud.now() + 5, "id": leg.id},
     )
+    worker_a = payouts.Claim("worker-a", 120, standalone=True)
     with pytest.raises(payouts.ClaimLost):
-        await payouts.pay_leg(leg, payouts.Claim(None, 120))
+        await payouts.pay_leg(leg, worker_a)
     assert await factory.balance(lp.wallet) == 0
-    # Under a fresh lease it is paid, once.
-    await crud.release_leg(leg.id)
+    # Its lease lapses and worker B takes the leg: A can neither pay under B's lease
+    # nor release it.
+    await crud.db.execute(
+        "UPDATE satmachineadmin.legs SET claimed_until = 0 WHERE id = :id",
+        {"id": leg.id},
+    )
+    assert await crud.claim_leg(leg.id, "worker-b", 120)
+    for stale in (leg, await crud.get_leg(leg.id)):  # what A held, and the row now
+        try:
+            await payouts.pay_leg(stale, worker_a)
+        except payouts.ClaimLost:
+            pass
+    assert await factory.balance(lp.wallet) == 0
+    assert (await crud.get_leg(leg.id)).status == "pending"
+    await crud.release_leg(leg.id, "worker-a")
+    assert not await crud.claim_leg(leg.id, "worker-c", 120)
+    await crud.release_leg(leg.id, "worker-b")
+    # Under a fresh lease of its own it is paid, once.
     paid = await payouts.pay_standalone_leg(leg)
     assert paid.status == "completed", paid.error
     assert await factory.balance(lp.wallet) == 1_500

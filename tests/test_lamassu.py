@@ -8,8 +8,9 @@ Lamassu password ever appears in any of them.
 """
 
 import json
+import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -18,13 +19,17 @@ from lamassu_fixture import (
     NOGRANT,
     NOGRANT_PASSWORD,
     READER_PASSWORD,
+    PasswordCatcher,
     device_id,
     lamassu_server,
     start_in_background,
 )
 
 API = "/satmachineadmin/api/v1"
-SECRETS = (READER_PASSWORD, NOGRANT_PASSWORD, "WrOng-pass-7788")
+# The password an operator stored for one server; a test checks it never reaches
+# another (and, like the others, never a response or a log line).
+STORED_PASSWORD = "St-" + secrets.token_hex(12) + "-pw"
+SECRETS = (READER_PASSWORD, NOGRANT_PASSWORD, "WrOng-pass-7788", STORED_PASSWORD)
 RESPONSES: list[str] = []
 LOGS: list[str] = []
 
@@ -663,6 +668,370 @@ async def test_poll_all_due_polls_due_configs_only(http, factory, lamassu_server
     assert third not in await settlements(operator, machine)
 
 
+# ---------------------------------------------------------------- the stored password
+
+
+async def test_stored_password_is_sent_only_to_the_target_it_was_entered_for(
+    http, factory, lamassu_server
+):
+    """The issue "Every sat held by the database": a fake PostgreSQL asking for a
+    cleartext password received the stored one when only the host was changed."""
+    operator = await factory.operator()
+    catcher = PasswordCatcher()
+    try:
+        port, other_port = 15432, 15433
+        host = await catcher.listen(port)
+        other_host = await catcher.listen(port)
+        await catcher.listen(other_port, host)
+        base = {
+            "host": host,
+            "port": port,
+            "database": "lamassu",
+            "username": "reader",
+            "sslmode": "disable",
+            "enabled": False,
+        }
+        response = await call(
+            http,
+            "PUT",
+            "/lamassu/config",
+            operator.admin,
+            json={**base, "password": STORED_PASSWORD},
+        )
+        assert response.status_code == 200, response.text
+
+        # The same target without a password: the stored one is used, there only.
+        response = await call(http, "POST", "/lamassu/test", operator.admin, json=base)
+        assert response.status_code == 200, response.text
+        assert response.json()["ok"] is False
+        assert [(c.socket, c.user, c.database, c.password) for c in catcher.logins] == [
+            (f"{host}/.s.PGSQL.{port}", "reader", "lamassu", STORED_PASSWORD)
+        ]
+        catcher.logins.clear()
+        attempts = catcher.attempts
+
+        changes = [
+            ({"host": other_host}, "host"),
+            ({"port": other_port}, "port"),
+            ({"database": "elsewhere"}, "database"),
+            ({"username": "someone_else"}, "username"),
+        ]
+        for change, field in changes:
+            for body in ({**base, **change}, {**base, **change, "password": None}):
+                for method, path in (
+                    ("POST", "/lamassu/test"),
+                    ("PUT", "/lamassu/config"),
+                ):
+                    response = await call(http, method, path, operator.admin, json=body)
+                    assert response.status_code == 422, (method, change, response.text)
+                    detail = response.json()["detail"]
+                    assert "password" in detail and field in detail, detail
+        # Refused before connecting: no server was even asked.
+        assert catcher.attempts == attempts and catcher.logins == []
+        response = await call(http, "GET", "/lamassu/config", operator.invoice)
+        saved = response.json()
+        assert (saved["host"], saved["port"], saved["database"], saved["username"]) == (
+            host,
+            port,
+            "lamassu",
+            "reader",
+        )
+        assert saved["password_set"] is True
+
+        # With a password for the new target it goes through, with that password.
+        moved = {**base, "host": other_host, "password": "New-target-pw"}
+        response = await call(http, "POST", "/lamassu/test", operator.admin, json=moved)
+        assert response.status_code == 200, response.text
+        assert [(c.socket, c.password) for c in catcher.logins] == [
+            (f"{other_host}/.s.PGSQL.{port}", "New-target-pw")
+        ]
+        response = await call(
+            http, "PUT", "/lamassu/config", operator.admin, json=moved
+        )
+        assert response.status_code == 200 and response.json()["password_set"] is True
+        # "" (no password at all) may go anywhere.
+        response = await call(
+            http,
+            "PUT",
+            "/lamassu/config",
+            operator.admin,
+            json={**base, "port": other_port, "password": ""},
+        )
+        assert response.status_code == 200 and response.json()["password_set"] is False
+        # Nothing stored, nothing to leak: a new target without a password is fine.
+        response = await call(
+            http,
+            "PUT",
+            "/lamassu/config",
+            operator.admin,
+            json={**base, "database": "third"},
+        )
+        assert response.status_code == 200, response.text
+        assert all(c.password != STORED_PASSWORD for c in catcher.logins)
+    finally:
+        await catcher.close()
+
+
+async def test_same_target_without_password_keeps_working_on_a_real_server(
+    http, factory, lamassu_server
+):
+    operator = await factory.operator()
+    lamassu_db = await lamassu_server.new_database()
+    _, device = await linked_machine(factory, operator, lamassu_db)
+    await lamassu_db.cash_out(device)
+    await configure(http, operator, lamassu_db)
+
+    same = lamassu_db.config(enabled=False, lookback_hours=24, sslmode="prefer")
+    same.pop("password")
+    response = await call(http, "POST", "/lamassu/test", operator.admin, json=same)
+    assert response.status_code == 200 and response.json()["ok"] is True, response.text
+    response = await call(http, "PUT", "/lamassu/config", operator.admin, json=same)
+    assert response.status_code == 200, response.text
+    assert response.json()["password_set"] is True
+    assert (await poll(http, operator))["new"] == 1
+
+    # Another role on the same server: the reader's password is not tried for it.
+    nogrant = {**same, "username": NOGRANT}
+    for method, path in (("POST", "/lamassu/test"), ("PUT", "/lamassu/config")):
+        response = await call(http, method, path, operator.admin, json=nogrant)
+        assert response.status_code == 422, response.text
+    # Another database on the same server, likewise.
+    other_db = await lamassu_server.new_database()
+    moved = {**same, "database": other_db.name}
+    response = await call(http, "POST", "/lamassu/test", operator.admin, json=moved)
+    assert response.status_code == 422, response.text
+    response = await call(
+        http,
+        "POST",
+        "/lamassu/test",
+        operator.admin,
+        json={**moved, "password": READER_PASSWORD},
+    )
+    assert response.status_code == 200 and response.json()["ok"] is True
+
+
+# ---------------------------------------------------------------- outages and the cursor
+
+
+async def _cursor(operator: Any) -> int | None:
+    from satmachineadmin.lamassu import config as lamassu_config
+
+    config = await lamassu_config.get_config(operator.id)
+    assert config is not None
+    return config.cursor_at
+
+
+async def _set_cursor(operator: Any, cursor_at: int | None) -> None:
+    from satmachineadmin import crud
+
+    await crud.db.execute(
+        "UPDATE satmachineadmin.lamassu_config SET cursor_at = :c "
+        "WHERE operator_user_id = :op",
+        {"c": cursor_at, "op": operator.id},
+    )
+
+
+async def _new_process() -> None:
+    """What a restart of LNbits forgets: every in-memory cache of the poller."""
+    from satmachineadmin.lamassu import connection as lamassu_connection
+    from satmachineadmin.lamassu import poller as lamassu_poller
+
+    lamassu_poller._locks.clear()
+    lamassu_poller._known_cache.clear()
+    await lamassu_connection.close_connections()
+
+
+async def test_an_outage_longer_than_the_lookback_loses_nothing(
+    http, factory, lamassu_server, monkeypatch
+):
+    from satmachineadmin.lamassu import connection as lamassu_connection
+    from satmachineadmin.lamassu import poller as lamassu_poller
+
+    operator = await factory.operator()
+    lamassu_db = await lamassu_server.new_database()
+    machine, device = await linked_machine(factory, operator, lamassu_db)
+    await configure(http, operator, lamassu_db, lookback_hours=1)
+
+    before = await lamassu_db.cash_out(device, age=timedelta(minutes=10))
+    first = await poll(http, operator)
+    assert first["ok"] is True and first["new"] == 1, first
+
+    # That was the last poll Lamassu answered: six hours ago.
+    six_hours_ago = int(time.time()) - 6 * 3600
+    await _set_cursor(operator, six_hours_ago)
+    # A redeem-later cash-out created just before the outage, dispensed during it.
+    redeemed = await lamassu_db.cash_out(device, age=timedelta(hours=6, minutes=30))
+    # Created during the outage: all older than the lookback once Lamassu is back.
+    during = [
+        await lamassu_db.cash_out(device, age=timedelta(hours=5)),
+        await lamassu_db.cash_in(device, age=timedelta(hours=4)),
+        await lamassu_db.cash_out(device, age=timedelta(hours=2), crypto_code="LN"),
+    ]
+    # Three at the same instant, so a page boundary falls among equal `created`.
+    same_moment = datetime.now(timezone.utc) - timedelta(hours=3)
+    during += [await lamassu_db.cash_out(device, created=same_moment) for _ in range(3)]
+    recent = await lamassu_db.cash_out(device, age=timedelta(minutes=20))
+    # Long before the cursor (and the lookback behind it): not read again.
+    ancient = await lamassu_db.cash_out(device, age=timedelta(hours=30))
+    await lamassu_db.cash_out(device, age=timedelta(hours=3), status="rejected")
+
+    # Lamassu unreachable: failed polls leave the cursor where it was.
+    await configure(
+        http,
+        operator,
+        lamassu_db,
+        lookback_hours=1,
+        port=lamassu_server.port + 1,
+        password=READER_PASSWORD,
+    )
+    failed = await poll(http, operator)
+    assert failed["ok"] is False
+    assert await _cursor(operator) == six_hours_ago
+    # Lamassu is back, LNbits restarted meanwhile; saving the settings again keeps the
+    # cursor.
+    await configure(http, operator, lamassu_db, lookback_hours=1)
+    assert await _cursor(operator) == six_hours_ago
+    await _new_process()
+
+    # Catch-up in small pages, ids first as full rows: no read holds the whole gap.
+    monkeypatch.setattr(lamassu_poller, "KEY_PAGE", 2, raising=False)
+    monkeypatch.setattr(lamassu_poller, "FETCH_BATCH", 2)
+    sizes: list[int] = []
+    real_read = lamassu_connection.read
+
+    async def counting_read(conn: Any, sql: str, *args: Any) -> list:
+        rows = await real_read(conn, sql, *args)
+        if "cash_out_txs" in sql or "cash_in_txs" in sql:  # transactions held at once
+            sizes.append(sum(len(r["ids"]) if "ids" in r.keys() else 1 for r in rows))
+        return rows
+
+    monkeypatch.setattr(lamassu_poller, "read", counting_read)
+    caught_up = await poll(http, operator)
+    assert caught_up["ok"] is True, caught_up
+    landed = await settlements(operator, machine)
+    assert set(landed) == {before, redeemed, *during, recent}, (
+        f"missing: {sorted({redeemed, *during, recent} - set(landed))}"
+    )
+    assert ancient not in landed
+    assert caught_up["new"] == 1 + len(during) + 1
+    assert sizes and max(sizes) <= 2 and len(sizes) > 8, sizes
+    # The cursor is where this poll read up to (Lamassu's clock, here the same).
+    cursor = await _cursor(operator)
+    assert cursor is not None and abs(cursor - time.time()) < 60
+    state = await status(http, operator)
+    assert (
+        state["cursor_at"] == datetime.fromtimestamp(cursor, timezone.utc).isoformat()
+    )
+
+    # Once only: again, and again after another restart.
+    again = await poll(http, operator)
+    assert again["ok"] is True and again["new"] == 0, again
+    await _new_process()
+    again = await poll(http, operator)
+    assert again["ok"] is True and again["new"] == 0, again
+    assert len(await settlements(operator, machine)) == len(landed)
+
+
+def test_window_start_rules():
+    """min(now, cursor) - lookback; the start date on the first poll; never before it."""
+    from satmachineadmin.lamassu.config import LamassuConfig
+    from satmachineadmin.lamassu.poller import window_start
+
+    hour = 3600
+    now = 1_750_000_000
+
+    def start(**fields: Any) -> int:
+        config = LamassuConfig(
+            operator_user_id="op",
+            host="h",
+            database_name="d",
+            username="u",
+            lookback_hours=72,
+            created_at=0,
+            updated_at=0,
+            **fields,
+        )
+        return window_start(config, now)
+
+    assert start() == now - 72 * hour  # first poll: the lookback, as ever
+    assert start(cursor_at=now - 60) == now - 72 * hour - 60  # steady
+    assert start(cursor_at=now - 30 * 24 * hour) == now - 33 * 24 * hour  # outage
+    assert start(cursor_at=now + hour) == now - 72 * hour  # Lamassu's clock went back
+    assert start(start_at=now - 400 * 24 * hour) == now - 400 * 24 * hour
+    assert start(start_at=now - hour) == now - hour
+    assert start(start_at=now - hour, cursor_at=now - 60) == now - hour
+    assert (
+        start(start_at=now - 40 * 24 * hour, cursor_at=now - 30 * 24 * hour)
+        == now - 33 * 24 * hour
+    )
+
+
+async def test_start_at_excludes_older_history(http, factory, lamassu_server):
+    operator = await factory.operator()
+    lamassu_db = await lamassu_server.new_database()
+    machine, device = await linked_machine(factory, operator, lamassu_db)
+    old = await lamassu_db.cash_out(device, age=timedelta(hours=3))
+    older = await lamassu_db.cash_in(device, age=timedelta(days=40))
+    new = await lamassu_db.cash_out(device, age=timedelta(hours=1))
+
+    now = datetime.now(timezone.utc)
+    bad = [
+        (now + timedelta(hours=1)).isoformat(),
+        "2013-12-31T23:00:00+00:00",
+        "2013-06-01",
+        "yesterday",
+        "2024-02-30",
+        12345,
+        True,
+    ]
+    for value in bad:
+        response = await call(
+            http,
+            "PUT",
+            "/lamassu/config",
+            operator.admin,
+            json=lamassu_db.config(enabled=False, start_at=value),
+        )
+        assert response.status_code == 400, (value, response.text)
+        assert "start_at" in response.json()["detail"], response.text
+
+    start = (now - timedelta(hours=2)).replace(microsecond=0)
+    saved = await configure(http, operator, lamassu_db, start_at=start.isoformat())
+    assert saved["start_at"] == start.isoformat()
+    assert saved["cursor_at"] is None
+    state = await status(http, operator)
+    assert state["start_at"] == start.isoformat() and state["cursor_at"] is None
+
+    first = await poll(http, operator)
+    assert first["ok"] is True and first["new"] == 1, first
+    assert set(await settlements(operator, machine)) == {new}
+    # Never later either, though the 72-hour lookback reaches back past it.
+    await _new_process()
+    assert (await poll(http, operator))["new"] == 0
+    assert set(await settlements(operator, machine)) == {new}
+    # Saving other settings (start_at left out) keeps it.
+    saved = await configure(http, operator, lamassu_db, lookback_hours=24)
+    assert saved["start_at"] == start.isoformat()
+
+    # Moving it back: the next poll reads from there (what landed stays landed once).
+    response = await call(
+        http,
+        "PUT",
+        "/lamassu/config",
+        operator.admin,
+        json=lamassu_db.config(enabled=False, start_at="2014-01-01"),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["start_at"] == "2014-01-01T00:00:00+00:00"
+    assert response.json()["cursor_at"] is None
+    result = await poll(http, operator)
+    assert result["ok"] is True and result["new"] == 2, result
+    assert set(await settlements(operator, machine)) == {new, old, older}
+    # null removes it.
+    saved = await configure(http, operator, lamassu_db, start_at=None)
+    assert saved["start_at"] is None and saved["cursor_at"] is not None
+
+
 # ---------------------------------------------------------------- secrets
 
 
@@ -684,3 +1053,40 @@ async def test_password_never_in_responses_or_logs(http, factory, lamassu_server
         for line in LOGS:
             assert secret not in line
     assert any("Lamassu poll for operator" in line for line in LOGS)
+
+
+async def test_a_weaker_sslmode_needs_the_password_again(http, factory):
+    """Same server, weaker TLS: someone on the path could then ask for the stored
+    password in clear text, so it is not reused; a stronger mode keeps it."""
+    operator = await factory.operator()
+    base = {
+        "host": "lamassu.example",
+        "port": 5432,
+        "database": "lamassu",
+        "username": "reader",
+        "sslmode": "require",
+        "enabled": False,
+    }
+    response = await call(
+        http,
+        "PUT",
+        "/lamassu/config",
+        operator.admin,
+        json={**base, "password": STORED_PASSWORD},
+    )
+    assert response.status_code == 200, response.text
+    for method, path in (("PUT", "/lamassu/config"), ("POST", "/lamassu/test")):
+        response = await call(
+            http, method, path, operator.admin, json={**base, "sslmode": "disable"}
+        )
+        assert response.status_code == 422, response.text
+        assert "sslmode" in response.json()["detail"]
+    stronger = await call(
+        http,
+        "PUT",
+        "/lamassu/config",
+        operator.admin,
+        json={**base, "sslmode": "verify-full"},
+    )
+    assert stronger.status_code == 200, stronger.text
+    assert stronger.json()["password_set"] is True

@@ -287,6 +287,7 @@ ROWS: list[Row] = [
     # ------------------------------------------------------------ legs (/payments: alias)
     Row("GET", "/legs", read(200, others=200)),
     Row("GET", "/legs.csv", read(200, others=200)),
+    Row("GET", "/settlements.csv", read(200, others=200)),
     Row("GET", "/payments", read(200, others=200)),
     Row(
         "GET",
@@ -304,6 +305,14 @@ ROWS: list[Row] = [
     ),
     # ------------------------------------------------------------ health, audit trail
     Row("GET", "/health", read(200, others=200)),
+    Row("GET", "/reports", read(200, others=200)),
+    Row(
+        "GET",
+        "/reports",
+        read(200, others=404),
+        query=lambda w: {"machine_id": w["machine"], "period": "day"},
+        note="another operator's machine is a 404",
+    ),
     Row("GET", "/audit", read(200, others=200)),
     Row(
         "GET",

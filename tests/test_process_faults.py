@@ -24,13 +24,9 @@ SATMACHINE_FAULT_KILLS (default 4) sets the number of kills; 25 is the deep run.
 SATMACHINE_FAULT_LPS (default 30) the number of LPs.
 """
 
-import importlib.util
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +40,7 @@ from typing import Any, Optional
 
 import httpx
 import pytest
+from servers import Server
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/satmachineadmin/api/v1"
@@ -55,136 +52,8 @@ RATE = 150  # sats per GTQ: the fixed BTC price the server is started with
 LEASE_SECONDS = 3
 FLOAT_SATS = 300_000
 CUSTOMER_SATS = 10_000_000
-START_TIMEOUT = 120.0
 FINISH_TIMEOUT = 300.0
 ENGINE_IDLE_SECONDS = 5  # tasks.ENGINE_IDLE_SECONDS
-
-LAUNCHER = """
-import sys
-import uvicorn
-import lnbits.utils.exchange_rates as rates
-async def fixed_btc_price(currency: str) -> float:
-    return 100_000_000 / 150
-rates.btc_price = fixed_btc_price
-sys.exit(uvicorn.main())
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One LNbits server process at a time on one database; kill -9 and start again."""
-
-    def __init__(self, root: Path, database_url: Optional[str]):
-        self.root = root
-        runtime = root / "runtime"
-        (runtime / "extensions").mkdir(parents=True)
-        (runtime / "extensions" / "satmachineadmin").symlink_to(REPO)
-        spec = importlib.util.find_spec("lnbits")
-        assert spec and spec.submodule_search_locations
-        (runtime / "lnbits").symlink_to(next(iter(spec.submodule_search_locations)))
-        self.runtime = runtime
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("LNBITS_", "PYTEST"))
-        }
-        self.env.update(
-            {
-                "LNBITS_DATA_FOLDER": str(root / "data"),
-                "LNBITS_EXTENSIONS_PATH": str(runtime),
-                "LNBITS_ADMIN_UI": "true",
-                "AUTH_HTTPS_ONLY": "false",
-                "LNBITS_BACKEND_WALLET_CLASS": "FakeWallet",
-                "LNBITS_EXTENSIONS_DEFAULT_INSTALL": "",
-                "LNBITS_USER_DEFAULT_EXTENSIONS": '["satmachineadmin"]',
-                "LNBITS_RATE_LIMIT_NO": "1000000",
-                "LNBITS_RESERVE_FEE_MIN": "0",
-                "LNBITS_BASEURL": self.url + "/",
-                "HOST": "127.0.0.1",
-                "PORT": str(self.port),
-                "DEBUG": "false",
-                "LOG_LEVEL": "INFO",
-                "SATMACHINE_ENGINE_AUTORUN": "1",
-                "SATMACHINE_LEASE_SECONDS": str(LEASE_SECONDS),
-            }
-        )
-        if database_url:
-            self.env["LNBITS_DATABASE_URL"] = database_url
-        (root / "data").mkdir()
-        self.log = open(root / "server.log", "ab")
-        self.process: Optional[subprocess.Popen] = None
-        self.starts = 0
-        self.kills = 0
-
-    def start(self) -> None:
-        assert self.process is None
-        self.log.write(f"\n===== start {self.starts + 1} =====\n".encode())
-        self.log.flush()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                LAUNCHER,
-                "lnbits.__main__:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=self.runtime,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.starts += 1
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"LNbits exited with {self.process.returncode}:\n{self.tail()}"
-                )
-            try:
-                httpx.get(self.url + "/api/v1/health", timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError(
-            f"LNbits did not answer within {START_TIMEOUT} s:\n{self.tail()}"
-        )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self.process = None
-        self.kills += 1
-        self.log.write(b"\n===== SIGKILL =====\n")
-        self.log.flush()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None
-        self.log.close()
-
-    def tail(self, lines: int = 60) -> str:
-        self.log.flush()
-        text = (self.root / "server.log").read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
 
 
 class Api:
@@ -489,7 +358,7 @@ def test_sigkill_while_distributing_loses_nothing_and_pays_nothing_twice():
     rng = random.Random(SEED)
     root = Path(tempfile.mkdtemp(prefix="satmachine-faults-"))
     url, own_pg = database_url(root)
-    server = Server(root, url)
+    server = Server(root, url, lease_seconds=LEASE_SECONDS)
     api = Api(server)
     started = time.monotonic()
     try:
@@ -662,7 +531,10 @@ def test_two_servers_on_one_postgresql_pay_each_leg_once():
     rng = random.Random(SEED)
     root = Path(tempfile.mkdtemp(prefix="satmachine-two-servers-"))
     url, own_pg = database_url(root)
-    servers = [Server(root / "a", url), Server(root / "b", url)]
+    servers = [
+        Server(root / "a", url, lease_seconds=LEASE_SECONDS),
+        Server(root / "b", url, lease_seconds=LEASE_SECONDS),
+    ]
     apis = [Api(server) for server in servers]
     try:
         servers[0].start()

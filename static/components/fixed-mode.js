@@ -15,7 +15,6 @@ window.app.component('sm-fixed-mode', {
     const timezones = zones.includes('UTC') ? zones : ['UTC', ...zones]
     return {
       timezones,
-      timezoneOptions: timezones,
       fixedForm: {
         times: [...(this.machine.fixed_times || [])],
         timezone: this.machine.fixed_timezone || 'UTC',
@@ -26,14 +25,6 @@ window.app.component('sm-fixed-mode', {
     }
   },
   methods: {
-    filterTimezones(text, update) {
-      update(() => {
-        const needle = (text || '').toLowerCase()
-        this.timezoneOptions = this.timezones.filter(z =>
-          z.toLowerCase().includes(needle)
-        )
-      })
-    },
     addFixedTime() {
       const t = (this.fixedForm.newTime || '').trim()
       if (!/^([01]\d|2[0-3]):[0-5]\d$/.test(t)) {

@@ -28,6 +28,25 @@ window.app.component('sm-lamassu-tab', {
       }
     }
   },
+  computed: {
+    // the poller's status, [label, value] a line (after Polling: on/off)
+    statusRows() {
+      const st = this.lamassu.status
+      const rows = [
+        ['Last poll', this.dateTime(st.last_poll_at) || 'never'],
+        ['Last success', this.dateTime(st.last_success_at) || 'never'],
+        [
+          'Found / new (last poll)',
+          `${st.last_found ?? '–'} / ${st.last_new ?? '–'}`
+        ],
+        ['Consecutive failures', st.consecutive_failures ?? 0]
+      ]
+      if (st.next_poll_at) {
+        rows.push(['Next poll', this.dateTime(st.next_poll_at)])
+      }
+      return rows
+    }
+  },
   activated() {
     this.loadLamassu()
   },
@@ -73,30 +92,40 @@ window.app.component('sm-lamassu-tab', {
       if (f.password) body.password = f.password
       return body
     },
-    async saveLamassu() {
-      this.lamassu.busy = 'save'
+    // one of the form's buttons at work (busy: 'save', 'test' or 'poll') while
+    // run() runs; a failure is told as `what`
+    async busyWith(busy, what, run) {
+      this.lamassu.busy = busy
       try {
-        const {data} = await this.call(
-          'PUT',
-          '/lamassu/config',
-          this.lamassuBody()
-        )
-        this.lamassu.passwordSet = !!data.password_set
-        this.lamassu.form.password = ''
-        this.lamassu.configured = true
-        this.ok('Lamassu connection saved')
-        const status = await this.call('GET', '/lamassu/status')
-        this.lamassu.status = status.data
+        await run()
       } catch (err) {
-        this.fail(err, 'Saving the Lamassu connection')
+        this.fail(err, what)
       } finally {
         this.lamassu.busy = ''
       }
     },
-    async testLamassu() {
-      this.lamassu.busy = 'test'
+    saveLamassu() {
+      return this.busyWith(
+        'save',
+        'Saving the Lamassu connection',
+        async () => {
+          const {data} = await this.call(
+            'PUT',
+            '/lamassu/config',
+            this.lamassuBody()
+          )
+          this.lamassu.passwordSet = !!data.password_set
+          this.lamassu.form.password = ''
+          this.lamassu.configured = true
+          this.ok('Lamassu connection saved')
+          const status = await this.call('GET', '/lamassu/status')
+          this.lamassu.status = status.data
+        }
+      )
+    },
+    testLamassu() {
       this.lamassu.testResult = null
-      try {
+      return this.busyWith('test', 'Testing the connection', async () => {
         const {data} = await this.call(
           'POST',
           '/lamassu/test',
@@ -104,36 +133,17 @@ window.app.component('sm-lamassu-tab', {
         )
         this.lamassu.testResult = data
         if (data.ok) this.ok('Connection test passed')
-        else {
-          Quasar.Notify.create({
-            type: 'warning',
-            message: 'Connection test failed: see the checks'
-          })
-        }
-      } catch (err) {
-        this.fail(err, 'Testing the connection')
-      } finally {
-        this.lamassu.busy = ''
-      }
+        else this.warn('Connection test failed: see the checks')
+      })
     },
-    async pollLamassu() {
-      this.lamassu.busy = 'poll'
-      try {
+    pollLamassu() {
+      return this.busyWith('poll', 'Polling', async () => {
         const {data} = await this.call('POST', '/lamassu/poll')
         this.lamassu.pollResult = data
         this.lamassu.status = data.status
         if (data.ok) this.ok(`Polled: ${data.found} found, ${data.new} new`)
-        else {
-          Quasar.Notify.create({
-            type: 'warning',
-            message: `Poll failed: ${data.error}`
-          })
-        }
-      } catch (err) {
-        this.fail(err, 'Polling')
-      } finally {
-        this.lamassu.busy = ''
-      }
+        else this.warn(`Poll failed: ${data.error}`)
+      })
     }
   }
 })

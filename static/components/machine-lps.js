@@ -16,32 +16,43 @@ window.app.component('sm-machine-lps', {
     return {
       clientsTable: {
         columns: SatMachine.columns([
-          ['username', 'LP', 'left', 'username', true],
+          ['username', 'LP', 'left', {sortable: true}],
           ['dca_mode', 'Mode', 'left'],
-          ['status', 'Status', 'left'],
-          ['deposits', 'Deposits', 'right', 'id'],
-          ['remaining', 'Remaining', 'right', 'id'],
-          ['sats', 'Sats received', 'right', 'id'],
-          ['cycle', 'Cycle', 'left', 'id'],
-          ['actions', '', 'right', 'id']
+          ['status', 'Status', 'left', {badge: true}],
+          [
+            'deposits',
+            'Deposits',
+            'right',
+            this.balanceColumn('total_deposits')
+          ],
+          [
+            'remaining',
+            'Remaining',
+            'right',
+            {...this.balanceColumn('remaining_balance'), classes: 'text-bold'}
+          ],
+          [
+            'sats',
+            'Sats received',
+            'right',
+            {
+              field: 'id',
+              format: id => this.sats(this.balances[id]?.total_sats)
+            }
+          ],
+          ['cycle', 'Cycle', 'left', {field: 'id'}],
+          ['actions', '', 'right', {field: 'id', classes: 'sm-actions'}]
         ]),
         pagination: {rowsPerPage: 10}
       },
       clientDialog: {show: false, data: {user_id: '', username: ''}},
-      depositsDialog: {
-        show: false,
-        client: null,
-        deposits: [],
-        amount: '',
-        notes: '',
-        loading: false
-      },
+      depositsDialog: this.depositsState(null),
       depositColumns: SatMachine.columns([
-        ['created_at', 'Recorded', 'left'],
-        ['amount', 'Amount', 'right'],
-        ['status', 'Status', 'left'],
+        ['created_at', 'Recorded', 'left', {format: this.dateTime}],
+        ['amount', 'Amount', 'right', {format: SatMachine.withCurrency}],
+        ['status', 'Status', 'left', {badge: true}],
         ['notes', 'Notes', 'left'],
-        ['actions', '', 'right', 'id']
+        ['actions', '', 'right', {field: 'id'}]
       ]),
       settleDialog: {
         show: false,
@@ -56,6 +67,14 @@ window.app.component('sm-machine-lps', {
     }
   },
   methods: {
+    // a column of the LP's balance: an amount with its currency
+    balanceColumn(key) {
+      return {
+        field: 'id',
+        format: id =>
+          SatMachine.withCurrency(this.balances[id]?.[key], this.balances[id])
+      }
+    },
     openClientDialog() {
       this.clientDialog.data = {user_id: '', username: ''}
       this.clientDialog.show = true
@@ -87,15 +106,19 @@ window.app.component('sm-machine-lps', {
     },
 
     // ---------------------------------------------------------------- deposits
-    async openDeposits(client) {
-      this.depositsDialog = {
-        show: true,
+    // the deposits dialog, shown for the client (hidden for null)
+    depositsState(client) {
+      return {
+        show: !!client,
         client,
         deposits: [],
         amount: '',
         notes: '',
         loading: false
       }
+    },
+    async openDeposits(client) {
+      this.depositsDialog = this.depositsState(client)
       await this.loadDeposits()
     },
     async loadDeposits() {
@@ -192,12 +215,7 @@ window.app.component('sm-machine-lps', {
           )
         } else {
           sd.error = `The settlement leg is ${data.status}${data.error ? ': ' + data.error : ''}`
-          Quasar.Notify.create({
-            type: 'warning',
-            message: sd.error,
-            timeout: 5000,
-            closeBtn: true
-          })
+          this.warn(sd.error)
         }
         this.$emit('changed')
       } catch (err) {

@@ -17,17 +17,29 @@ window.app.component('sm-machines-tab', {
       currencyOptions: Array.isArray(CURRENCIES)
         ? CURRENCIES
         : ['GTQ', 'USD', 'EUR'],
-      currencyFilterOptions: null,
       machinesTable: {
         columns: SatMachine.columns([
-          ['name', 'Machine', 'left', 'name', true],
+          ['name', 'Machine', 'left', {sortable: true, classes: 'text-bold'}],
           ['fiat_currency', 'Currency', 'left'],
-          ['wallet', 'Wallet', 'left', 'wallet_id'],
-          ['status', 'Status', 'left'],
-          ['float', 'Float (sats)', 'right', 'id'],
-          ['needs', 'Pending needs (sats)', 'right', 'id'],
-          ['last', 'Last settlement', 'left', 'id'],
-          ['actions', '', 'right', 'id']
+          [
+            'wallet',
+            'Wallet',
+            'left',
+            {field: 'wallet_id', format: this.walletName}
+          ],
+          ['status', 'Status', 'left', {badge: true}],
+          [
+            'float',
+            'Float (sats)',
+            'right',
+            {
+              field: 'id',
+              format: id => this.sats(this.healthByMachine[id]?.float_sats)
+            }
+          ],
+          ['needs', 'Pending needs (sats)', 'right', {field: 'id'}],
+          ['last', 'Last settlement', 'left', {field: 'id'}],
+          ['actions', '', 'right', {field: 'id'}]
         ]),
         pagination: {rowsPerPage: 10}
       },
@@ -69,15 +81,11 @@ window.app.component('sm-machines-tab', {
       this.machinesLoading = true
       try {
         await this.store.loadMachines()
-        const last = {}
-        await Promise.all(
-          this.machines.map(m =>
-            this.call('GET', `/settlements?machine_id=${m.id}&limit=1`)
-              .then(r => (last[m.id] = r.data[0] || null))
-              .catch(() => (last[m.id] = null))
-          )
+        this.lastSettlement = await this.fetchEach(
+          this.machines,
+          m => `/settlements?machine_id=${m.id}&limit=1`,
+          rows => rows[0] || null
         )
-        this.lastSettlement = last
         if (!this.selectedMachineId && this.machines.length) {
           this.selectMachine(this.machines[0].id)
         } else if (this.selectedMachineId) {
@@ -107,14 +115,6 @@ window.app.component('sm-machines-tab', {
             wallet_id: this.g.user.wallets[0]?.id || null
           }
       this.machineDialog.show = true
-    },
-    filterCurrencies(text, update) {
-      update(() => {
-        const needle = (text || '').toUpperCase()
-        this.currencyFilterOptions = this.currencyOptions.filter(c =>
-          c.includes(needle)
-        )
-      })
     },
     async saveMachine() {
       const d = this.machineDialog.data
@@ -170,15 +170,10 @@ window.app.component('sm-machines-tab', {
           `/clients?machine_id=${this.selectedMachineId}`
         )
         this.clients = data
-        const balances = {}
-        await Promise.all(
-          data.map(c =>
-            this.call('GET', `/clients/${c.id}/balance`)
-              .then(r => (balances[c.id] = r.data))
-              .catch(() => (balances[c.id] = null))
-          )
+        this.balances = await this.fetchEach(
+          data,
+          c => `/clients/${c.id}/balance`
         )
-        this.balances = balances
       } catch (err) {
         this.fail(err, 'Loading LPs')
       } finally {

@@ -22,14 +22,29 @@ window.app.component('sm-my-dca-tab', {
         loading: false
       },
       lpPaymentColumns: SatMachine.columns([
-        ['created_at', 'Time', 'left'],
-        ['machine', 'Machine', 'left', 'machine_id'],
+        [
+          'created_at',
+          'Time',
+          'left',
+          {field: l => l.completed_at || l.created_at, format: this.dateTime}
+        ],
+        [
+          'machine',
+          'Machine',
+          'left',
+          {field: 'machine_id', format: this.machineLabel}
+        ],
         ['leg_type', 'Type', 'left'],
-        ['status', 'Status', 'left'],
-        ['amount_sats', 'Sats', 'right'],
-        ['amount_fiat', 'Fiat', 'right'],
+        ['status', 'Status', 'left', {badge: true}],
+        ['amount_sats', 'Sats', 'right', {format: this.sats}],
+        ['amount_fiat', 'Fiat', 'right', {format: SatMachine.withCurrency}],
         ['exchange_rate', 'Rate (sats/unit)', 'right'],
-        ['note', 'To / reason', 'left', 'destination']
+        [
+          'note',
+          'To / reason',
+          'left',
+          {field: 'destination', format: (_, leg) => this.payoutNote(leg)}
+        ]
       ])
     }
   },
@@ -59,6 +74,35 @@ window.app.component('sm-my-dca-tab', {
     this.loadLp()
   },
   methods: {
+    // a payout's reason when it failed, else where it went
+    payoutNote(leg) {
+      if (leg.error) return leg.error
+      return leg.destination_kind === 'wallet'
+        ? this.walletName(leg.destination)
+        : this.short(leg.destination, 12)
+    },
+    // [label, value, class] of one machine's summary
+    summaryFigures(s) {
+      const cost = s.average_cost_basis_fiat_per_btc
+      return [
+        [
+          'Remaining balance',
+          `${s.remaining_balance} ${s.currency}`,
+          'text-h6'
+        ],
+        ['Sats received', this.sats(s.sats_received), 'text-h6'],
+        [
+          'Converted / deposited',
+          `${s.total_converted} / ${s.total_deposits}`,
+          'text-body1'
+        ],
+        [
+          'Average cost',
+          cost ? `${this.groupDigits(cost)} ${s.currency}/BTC` : '–',
+          'text-body1'
+        ]
+      ]
+    },
     async loadLp() {
       this.lp.loading = true
       try {

@@ -6,6 +6,12 @@ window.app.component('sm-reports-tab', {
   mixins: [window.SatMachineMixin],
   data() {
     return {
+      // the background tasks: [health's flag, icon, name]
+      tasks: [
+        ['listener_alive', 'hearing', 'payment listener'],
+        ['engine_alive', 'settings', 'engine'],
+        ['sweep_alive', 'cleaning_services', 'sweep']
+      ],
       legTypes: [
         'super_fee',
         'operator_split',
@@ -26,6 +32,20 @@ window.app.component('sm-reports-tab', {
   computed: {
     health() {
       return this.store.health
+    },
+    // two rows of badges: the settlements by status, then errored and stuck
+    healthBadges() {
+      const h = this.health
+      return [
+        Object.entries(h.settlements || {}).map(([status, n]) => ({
+          status,
+          label: `${status}: ${n}`
+        })),
+        ['errored', 'stuck'].map(problem => ({
+          color: h[problem] ? 'negative' : 'positive',
+          label: `${problem}: ${h[problem]}`
+        }))
+      ]
     }
   },
   activated() {

@@ -8,41 +8,61 @@ window.app.component('sm-settlement-detail', {
   emits: ['changed'],
   data() {
     return {
-      detail: {
-        show: false,
-        s: null,
-        loading: false,
-        note: '',
-        pdMode: 'fraction',
-        pdValue: '',
-        rejectReason: ''
-      },
+      detail: this.detailState(null),
       legColumns: SatMachine.columns([
         ['leg_type', 'Leg', 'left'],
-        ['status', 'Status', 'left'],
-        ['amount_sats', 'Sats', 'right'],
-        ['amount_fiat', 'Fiat', 'right'],
-        ['to', 'To', 'left', 'destination'],
-        ['reason', 'Reason / error', 'left', 'error']
+        ['status', 'Status', 'left', {badge: true}],
+        ['amount_sats', 'Sats', 'right', {format: this.sats}],
+        ['amount_fiat', 'Fiat', 'right', {format: SatMachine.withCurrency}],
+        [
+          'to',
+          'To',
+          'left',
+          {field: 'destination', format: (_, leg) => this.legTarget(leg)}
+        ],
+        [
+          'reason',
+          'Reason / error',
+          'left',
+          {field: 'error', classes: 'sm-wrap'}
+        ]
       ])
     }
   },
   computed: {
     detailLegs() {
       return this.detail.s?.legs || []
+    },
+    figures() {
+      const s = this.detail.s
+      const sats = n => `${this.sats(n)} sats`
+      return [
+        ['Fiat', `${s.fiat_amount} ${s.currency}`],
+        ['Rate (sats/unit)', s.exchange_rate || '–'],
+        ['Wire', sats(s.wire_sats)],
+        ['Principal', sats(s.principal_sats)],
+        ['Fee', sats(s.fee_sats)],
+        ['Platform fee', sats(s.platform_fee_sats)],
+        ['Operator fee', sats(s.operator_fee_sats)],
+        ['Orphan', `${sats(s.orphan_sats)} (${s.orphan_fiat})`]
+      ]
     }
   },
   methods: {
-    async open(row) {
-      this.detail = {
-        show: true,
-        s: {...row, legs: []},
-        loading: true,
+    // the dialog, shown for the row (hidden for null)
+    detailState(row) {
+      return {
+        show: !!row,
+        s: row && {...row, legs: []},
+        loading: !!row,
         note: '',
         pdMode: 'fraction',
         pdValue: '',
         rejectReason: ''
       }
+    },
+    async open(row) {
+      this.detail = this.detailState(row)
       await this.reloadDetail()
     },
     async reloadDetail() {
@@ -68,39 +88,45 @@ window.app.component('sm-settlement-detail', {
       const to = this.short(leg.destination, 12)
       return leg.label ? `${leg.label}: ${to}` : to
     },
-    async retrySettlement() {
+    // a correction: POST /settlements/{id}/ACTION, then the settlement as it is
+    // now (and `changed`, unless it is only a note); true once done
+    async correct(action, body, message, what, changed = true) {
       try {
-        await this.call('POST', `/settlements/${this.detail.s.id}/retry`)
-        this.ok(
-          'Retry queued: failed legs will be paid again, completed ones never'
+        await this.call(
+          'POST',
+          `/settlements/${this.detail.s.id}/${action}`,
+          body
         )
-        await this.reloadDetail()
-        this.$emit('changed')
       } catch (err) {
-        this.fail(err, 'Retrying')
+        this.fail(err, what)
+        return false
       }
+      this.ok(message)
+      await this.reloadDetail()
+      if (changed) this.$emit('changed')
+      return true
     },
-    async approveHeld() {
-      try {
-        await this.call('POST', `/settlements/${this.detail.s.id}/approve`)
-        this.ok('Approved: the engine pays it now')
-        await this.reloadDetail()
-        this.$emit('changed')
-      } catch (err) {
-        this.fail(err, 'Approving')
-      }
+    retrySettlement() {
+      return this.correct(
+        'retry',
+        undefined,
+        'Retry queued: failed legs will be paid again, completed ones never',
+        'Retrying'
+      )
+    },
+    approveHeld() {
+      return this.correct(
+        'approve',
+        undefined,
+        'Approved: the engine pays it now',
+        'Approving'
+      )
     },
     async rejectHeld() {
-      try {
-        await this.call('POST', `/settlements/${this.detail.s.id}/reject`, {
-          reason: this.detail.rejectReason.trim()
-        })
-        this.ok('Rejected: it stays visible and is never paid')
+      const body = {reason: this.detail.rejectReason.trim()}
+      const message = 'Rejected: it stays visible and is never paid'
+      if (await this.correct('reject', body, message, 'Rejecting')) {
         this.detail.rejectReason = ''
-        await this.reloadDetail()
-        this.$emit('changed')
-      } catch (err) {
-        this.fail(err, 'Rejecting')
       }
     },
     async partialDispense() {
@@ -109,30 +135,30 @@ window.app.component('sm-settlement-detail', {
         this.detail.pdMode === 'fraction'
           ? {dispensed_fraction: value}
           : {dispensed_fiat: value}
-      try {
-        await this.call(
-          'POST',
-          `/settlements/${this.detail.s.id}/partial-dispense`,
-          body
+      const message = 'Settlement rescaled to what the machine dispensed'
+      if (
+        await this.correct(
+          'partial-dispense',
+          body,
+          message,
+          'Partial dispense'
         )
-        this.ok('Settlement rescaled to what the machine dispensed')
+      ) {
         this.detail.pdValue = ''
-        await this.reloadDetail()
-        this.$emit('changed')
-      } catch (err) {
-        this.fail(err, 'Partial dispense')
       }
     },
     async addNote() {
-      try {
-        await this.call('POST', `/settlements/${this.detail.s.id}/notes`, {
-          note: this.detail.note
-        })
-        this.ok('Note added')
+      const body = {note: this.detail.note}
+      if (
+        await this.correct(
+          'notes',
+          body,
+          'Note added',
+          'Adding the note',
+          false
+        )
+      ) {
         this.detail.note = ''
-        await this.reloadDetail()
-      } catch (err) {
-        this.fail(err, 'Adding the note')
       }
     }
   }

@@ -21,22 +21,50 @@ window.app.component('sm-settlements-tab', {
         filter: {machine_id: null, status: null, tx_type: null},
         pagination: {page: 1, rowsPerPage: 10, rowsNumber: 0, sortBy: null},
         columns: SatMachine.columns([
-          ['created_at', 'Time', 'left'],
-          ['machine', 'Machine', 'left', 'machine_id'],
+          ['created_at', 'Time', 'left', {format: this.dateTime}],
+          [
+            'machine',
+            'Machine',
+            'left',
+            {field: 'machine_id', format: this.machineLabel}
+          ],
           ['source', 'Source', 'left'],
           ['tx_type', 'Type', 'left'],
           ['status', 'Status', 'left'],
-          ['fiat_amount', 'Fiat', 'right'],
-          ['wire_sats', 'Wire', 'right'],
-          ['principal_sats', 'Principal', 'right'],
-          ['fee_sats', 'Fee', 'right'],
-          ['platform_fee_sats', 'Platform', 'right'],
-          ['operator_fee_sats', 'Operator', 'right'],
-          ['orphan_sats', 'Orphan', 'right'],
-          ['external_id', 'External id', 'left']
+          ['fiat_amount', 'Fiat', 'right', {format: SatMachine.withCurrency}],
+          ['wire_sats', 'Wire', 'right', {format: this.sats}],
+          ['principal_sats', 'Principal', 'right', {format: this.sats}],
+          ['fee_sats', 'Fee', 'right', {format: this.sats}],
+          ['platform_fee_sats', 'Platform', 'right', {format: this.sats}],
+          ['operator_fee_sats', 'Operator', 'right', {format: this.sats}],
+          [
+            'orphan_sats',
+            'Orphan',
+            'right',
+            {
+              format: this.sats,
+              classes: row =>
+                row.orphan_sats > 0 ? 'text-warning text-weight-bold' : ''
+            }
+          ],
+          [
+            'external_id',
+            'External id',
+            'left',
+            {format: id => this.short(id, 10)}
+          ]
         ])
       },
       manualDialog: {show: false, data: this.blankManual()}
+    }
+  },
+  computed: {
+    settlementFilters() {
+      return [
+        {key: 'machine_id', label: 'Machine', options: this.machineOptions},
+        {key: 'status', label: 'Status', options: this.settlementStatuses},
+        {key: 'tx_type', label: 'Type', options: ['cash_out', 'cash_in']}
+      ]
     }
   },
   activated() {

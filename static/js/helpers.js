@@ -87,16 +87,23 @@ window.SatMachine = (function () {
 
   // ------------------------------------------------------------ tables
 
-  // Quasar table columns from rows of [name, label, align, field, sortable]; the
-  // field defaults to the name.
+  // Quasar table columns (for sm-table) from rows of [name, label, align, options];
+  // options: field (defaults to the name), sortable, format ((value, row) → the
+  // cell's text), classes (the cell's, or (row) → them), badge (true: the value is
+  // a status, shown as sm-status-badge).
   function columns(rows) {
-    return rows.map(([name, label, align, field, sortable]) => ({
+    return rows.map(([name, label, align, options]) => ({
       name,
       label,
       align,
-      field: field || name,
-      ...(sortable ? {sortable: true} : {})
+      field: name,
+      ...options
     }))
+  }
+
+  // An amount with its row's currency ("30.00 GTQ"); nothing without an amount.
+  function withCurrency(amount, row) {
+    return amount ? `${amount} ${row.currency}` : ''
   }
 
   // ------------------------------------------------------------ exact percents
@@ -279,85 +286,86 @@ window.SatMachine = (function () {
     }
   }
 
-  function barChart(name, canvas, series, yTitle) {
+  // A new chart of that name in the canvas (the previous one goes), with the
+  // options every chart of the page shares.
+  function drawChart(name, canvas, type, data, scales) {
     destroyChart(name)
     if (!canvas || typeof Chart === 'undefined') return null
     themeChart()
     charts[name] = new Chart(canvas.getContext('2d'), {
-      type: 'bar',
-      data: {
-        labels: series.labels,
-        datasets: series.datasets.map((ds, i) => ({
-          ...ds,
-          backgroundColor: PALETTE[i % PALETTE.length]
-        }))
-      },
+      type,
+      data,
       options: {
         responsive: true,
         maintainAspectRatio: false,
         animation: false,
         plugins: {legend: {position: 'bottom'}},
-        scales: {
-          x: {stacked: true},
-          y: {
-            stacked: true,
-            beginAtZero: true,
-            title: {display: true, text: yTitle}
-          }
-        }
+        scales
       }
     })
     return charts[name]
   }
 
+  const axisTitle = text => ({display: true, text})
+
+  function barChart(name, canvas, series, yTitle) {
+    const datasets = series.datasets.map((ds, i) => ({
+      ...ds,
+      backgroundColor: PALETTE[i % PALETTE.length]
+    }))
+    return drawChart(
+      name,
+      canvas,
+      'bar',
+      {labels: series.labels, datasets},
+      {
+        x: {stacked: true},
+        y: {stacked: true, beginAtZero: true, title: axisTitle(yTitle)}
+      }
+    )
+  }
+
   function lpChart(name, canvas, points, currency) {
-    destroyChart(name)
-    if (!canvas || typeof Chart === 'undefined') return null
-    themeChart()
-    charts[name] = new Chart(canvas.getContext('2d'), {
-      type: 'line',
-      data: {
+    const fiat = currency || 'fiat'
+    const steps = (label, data, color, yAxisID) => ({
+      label,
+      data,
+      borderColor: color,
+      backgroundColor: color,
+      yAxisID,
+      stepped: true
+    })
+    return drawChart(
+      name,
+      canvas,
+      'line',
+      {
         labels: points.map(p => dateTime(p.at)),
         datasets: [
-          {
-            label: 'sats received (cumulative)',
-            data: points.map(p => p.sats),
-            borderColor: PALETTE[0],
-            backgroundColor: PALETTE[0],
-            yAxisID: 'sats',
-            stepped: true
-          },
-          {
-            label: `remaining balance (${currency || 'fiat'})`,
-            data: points.map(p => p.balance_cents / 100),
-            borderColor: PALETTE[1],
-            backgroundColor: PALETTE[1],
-            yAxisID: 'fiat',
-            stepped: true
-          }
+          steps(
+            'sats received (cumulative)',
+            points.map(p => p.sats),
+            PALETTE[0],
+            'sats'
+          ),
+          steps(
+            `remaining balance (${fiat})`,
+            points.map(p => p.balance_cents / 100),
+            PALETTE[1],
+            'fiat'
+          )
         ]
       },
-      options: {
-        responsive: true,
-        maintainAspectRatio: false,
-        animation: false,
-        plugins: {legend: {position: 'bottom'}},
-        scales: {
-          sats: {
-            position: 'left',
-            beginAtZero: true,
-            title: {display: true, text: 'sats'}
-          },
-          fiat: {
-            position: 'right',
-            beginAtZero: true,
-            grid: {drawOnChartArea: false},
-            title: {display: true, text: currency || 'fiat'}
-          }
+      {
+        sats: {position: 'left', beginAtZero: true, title: axisTitle('sats')},
+        fiat: {
+          position: 'right',
+          beginAtZero: true,
+          grid: {drawOnChartArea: false},
+          title: axisTitle(fiat)
         }
       }
-    })
-    return charts[name]
+    )
   }
 
   return {
@@ -370,6 +378,7 @@ window.SatMachine = (function () {
     intOrNull,
     textOrNull,
     columns,
+    withCurrency,
     percentUnits,
     unitsText,
     checkPercents,

@@ -11,7 +11,30 @@ window.app = Vue.createApp({
   data() {
     return {
       tab: 'machines',
-      isSuper: SATMACHINE_IS_SUPER
+      // the tab bar and its panels: [name (?tab=), icon, label, component]
+      tabs: [
+        ['machines', 'point_of_sale', 'Machines', 'sm-machines-tab'],
+        ['settlements', 'receipt_long', 'Settlements', 'sm-settlements-tab'],
+        ['commission', 'call_split', 'Commission', 'sm-commission-tab'],
+        ['lamassu', 'storage', 'Lamassu', 'sm-lamassu-tab'],
+        ['reports', 'insights', 'Health & reports', 'sm-reports-tab'],
+        ['lp', 'savings', 'My DCA', 'sm-my-dca-tab'],
+        ...(SATMACHINE_IS_SUPER
+          ? [
+              [
+                'platform',
+                'admin_panel_settings',
+                'Platform',
+                'sm-platform-tab'
+              ]
+            ]
+          : [])
+      ].map(([name, icon, label, component]) => ({
+        name,
+        icon,
+        label,
+        component
+      }))
     }
   },
 

@@ -72,16 +72,40 @@ window.SatMachineMixin = {
     groupDigits: SatMachine.groupDigits,
     dateTime: SatMachine.dateTime,
     short: SatMachine.short,
-    statusColor: SatMachine.statusColor,
 
     call(method, path, data, options) {
       return SatMachineApi.request(method, path, data, options)
+    },
+    // one GET per item (path(item)), as {item id: answer}, null where it failed
+    async fetchEach(items, path, pick = data => data) {
+      const out = {}
+      await Promise.all(
+        items.map(item =>
+          this.call('GET', path(item))
+            .then(r => (out[item.id] = pick(r.data)))
+            .catch(() => (out[item.id] = null))
+        )
+      )
+      return out
     },
     fail(err, what) {
       return SatMachineApi.fail(err, what)
     },
     ok(message) {
       Quasar.Notify.create({type: 'positive', message, timeout: 2500})
+    },
+    // done, but not as hoped (a failed connection test, an unpaid leg)
+    warn(message) {
+      Quasar.Notify.create({
+        type: 'warning',
+        message,
+        timeout: 5000,
+        closeBtn: true
+      })
+    },
+    // a machine by its name (machineNames), or its short id
+    machineLabel(id) {
+      return this.machineNames[id] || SatMachine.short(id)
     },
     walletName(id) {
       const w = this.g.user.wallets.find(w => w.id === id)

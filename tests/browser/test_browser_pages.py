@@ -300,11 +300,13 @@ async def settlement_id(http: Any, operator: Any, txid: str) -> str:
     return next(r["id"] for r in rows if r["external_id"] == txid)
 
 
-async def test_held_settlement_is_approved_from_its_detail(
+async def test_held_settlement_is_rejected_from_its_detail(
     server: Server, sessions: Any, http: Any, shots_dir: Any
 ) -> None:
     """A manual entry whose rate is far off the market lands held; the operator
-    approves it in the settlement's detail and the engine pays it."""
+    rejects it in the settlement's detail, with a reason: never paid, still shown.
+    (Approving is tested through the API; here it would pay the LP and change the
+    balances the later pages show.)"""
     operator = server.accounts["operator_one"]
     reference = f"held-{uuid.uuid4().hex[:8]}"
     entered = call(
@@ -333,19 +335,22 @@ async def test_held_settlement_is_approved_from_its_detail(
     await decision.wait_for()
     await ui.dismiss_notifications(page)
     await ui.shot(page, shots_dir, "held-settlement")
-    await decision.get_by_role("button", name="Approve and pay").click()
-    await ui.notified(page, "Approved")
+    assert await decision.get_by_role("button", name="Approve and pay").is_enabled()
+    await decision.get_by_label("Reason to reject").fill("typed 300 for 150")
+    await decision.get_by_role("button", name="Reject").click()
+    await ui.notified(page, "Rejected")
     shown = call(
         http, "GET", f"{API}/settlements/{entered['id']}", key=operator.wallet["inkey"]
     )
-    assert shown["status"] in ("pending", "processing", "processed"), shown
+    assert shown["status"] == "rejected", shown
+    assert "typed 300 for 150" in shown["error"]
     audit = call(
         http,
         "GET",
         f"{API}/audit?entity_id={entered['id']}",
         key=operator.wallet["inkey"],
     )
-    assert "settlement.approve" in [a["action"] for a in audit]
+    assert "settlement.reject" in [a["action"] for a in audit]
     assert page.errors == []
 
 

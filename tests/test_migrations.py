@@ -1,0 +1,215 @@
+"""Migrations run on a database that already holds data, as an upgrade meets it.
+
+Each test makes a database of its own (a SQLite file in a temporary folder, or a new
+database on the session's PostgreSQL), runs the migrations up to the one before,
+writes rows the way that version wrote them, runs the migration under test and checks
+every row it should have kept, changed or refused.
+"""
+
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from conftest import DB_KIND, _pg_server
+
+OPERATOR = "op" + "0" * 30
+UUID_REF = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@asynccontextmanager
+async def fresh_database(tmp_path: Any):
+    """An empty `ext_satmachineadmin` database LNbits' way, apart from the suite's."""
+    from lnbits.db import Database
+    from lnbits.settings import settings
+
+    if DB_KIND == "postgres":
+        name = f"migration_{uuid.uuid4().hex[:10]}"
+        _pg_server.psql(f"CREATE DATABASE {name};")
+        saved = settings.lnbits_database_url
+        settings.lnbits_database_url = _pg_server.get_uri(name).replace(
+            "postgresql://", "postgres://"
+        )
+        try:
+            db = Database("ext_satmachineadmin")
+        finally:
+            settings.lnbits_database_url = saved
+    else:
+        saved = settings.lnbits_data_folder
+        settings.lnbits_data_folder = str(tmp_path)
+        try:
+            db = Database("ext_satmachineadmin")
+        finally:
+            settings.lnbits_data_folder = saved
+    try:
+        yield db
+    finally:
+        await db.engine.dispose()
+
+
+def _settlement(
+    sid: str, machine: str, source: str, external_id: str, status: str, at: int
+):
+    from satmachineadmin.models import Settlement
+
+    return Settlement(
+        id=sid,
+        machine_id=machine,
+        operator_user_id=OPERATOR,
+        source=source,
+        external_id=external_id,
+        tx_type="cash_out",
+        status=status,
+        fiat_amount_minor=1_000,
+        currency="GTQ",
+        wire_sats=1_500,
+        principal_sats=1_500,
+        created_at=at,
+        updated_at=at,
+    )
+
+
+async def test_m002_claims_every_landed_transaction_and_holds_unpaid_duplicates(
+    app, tmp_path
+):
+    from satmachineadmin import migrations
+    from satmachineadmin.models import Client, Leg, Machine
+
+    async with fresh_database(tmp_path) as db:
+        await migrations.m001_initial_schema(db)
+        for mid in ("m1", "m2"):
+            machine = Machine(
+                id=mid,
+                operator_user_id=OPERATOR,
+                name=mid,
+                wallet_id=f"wallet-{mid}",
+                fiat_currency="GTQ",
+                created_at=1,
+                updated_at=1,
+            )
+            # As the version before m002 wrote it: without the columns m002 adds.
+            values = machine.dict(exclude={"rate_band_percent"})
+            await db.execute(
+                f"INSERT INTO satmachineadmin.machines ({', '.join(values)}) "
+                f"VALUES ({', '.join(':' + k for k in values)})",
+                values,
+            )
+        rows = [
+            # A Lamassu transaction paid at m1, landed again at m2 (device moved).
+            _settlement("s-lam-1", "m1", "lamassu", "tx-1", "processed", 10),
+            _settlement("s-lam-2", "m2", "lamassu", "tx-1", "pending", 20),
+            # Entered by hand (a UUID: a Lamassu id), then landed by the poller.
+            _settlement("s-man-uuid", "m1", "manual", UUID_REF, "processed", 30),
+            _settlement("s-lam-uuid", "m1", "lamassu", UUID_REF, "errored", 40),
+            # A bitSpire txid, then entered by hand at the same machine.
+            _settlement("s-bit", "m1", "bitspire", "atm-7", "processed", 50),
+            _settlement("s-man-bit", "m1", "manual", "atm-7", "pending", 60),
+            # Receipt numbers per machine: two transactions.
+            _settlement("s-man-0001-a", "m1", "manual", "0001", "pending", 70),
+            _settlement("s-man-0001-b", "m2", "manual", "0001", "pending", 80),
+            # A duplicate already partly paid stays history; a rejection holds no key.
+            _settlement("s-lam-3", "m1", "lamassu", "tx-3", "processed", 90),
+            _settlement("s-lam-3b", "m2", "lamassu", "tx-3", "processing", 100),
+            _settlement("s-rej", "m1", "bitspire", "atm-9", "rejected", 110),
+            _settlement("s-bit-9", "m2", "bitspire", "atm-9", "pending", 120),
+        ]
+        for row in rows:
+            await db.insert("satmachineadmin.settlements", row)
+        leg = Leg(
+            id="leg-paid",
+            idempotency_key="s-lam-3b:v0:dca",
+            settlement_id="s-lam-3b",
+            machine_id="m2",
+            operator_user_id=OPERATOR,
+            leg_type="dca",
+            status="completed",
+            amount_sats=1_500,
+            created_at=100,
+            updated_at=100,
+        )
+        # As the version before m002 wrote it: without the columns m003 adds.
+        values = leg.dict(exclude={"sent_sats", "fee_msat", "in_flight_since"})
+        await db.execute(
+            f"INSERT INTO satmachineadmin.legs ({', '.join(values)}) "
+            f"VALUES ({', '.join(':' + k for k in values)})",
+            values,
+        )
+        for cid, deposits, reserved in (("c-over", 500, 1_000), ("c-ok", 500, 200)):
+            await db.insert(
+                "satmachineadmin.clients",
+                Client(
+                    id=cid,
+                    machine_id="m1",
+                    operator_user_id=OPERATOR,
+                    user_id=f"user-{cid}",
+                    deposits_minor=deposits,
+                    reserved_minor=reserved,
+                    created_at=1,
+                    updated_at=1,
+                ),
+            )
+
+        await migrations.m002_every_sat_held_by_the_database(db)
+
+        statuses = {
+            r["id"]: r["status"]
+            for r in await db.fetchall(
+                "SELECT id, status FROM satmachineadmin.settlements"
+            )
+        }
+        assert statuses == {
+            "s-lam-1": "processed",
+            "s-lam-2": "held",
+            "s-man-uuid": "processed",
+            "s-lam-uuid": "held",
+            "s-bit": "processed",
+            "s-man-bit": "held",
+            "s-man-0001-a": "pending",
+            "s-man-0001-b": "pending",
+            "s-lam-3": "processed",
+            "s-lam-3b": "processing",
+            "s-rej": "rejected",
+            "s-bit-9": "pending",
+        }
+        held = await db.fetchone(
+            "SELECT error FROM satmachineadmin.settlements WHERE id = 's-lam-2'"
+        )
+        assert "possible duplicate" in held["error"] and "s-lam-1" in held["error"]
+        keys = {
+            r["key"]: r["settlement_id"]
+            for r in await db.fetchall(
+                "SELECT key, settlement_id FROM satmachineadmin.transaction_keys"
+            )
+        }
+        assert keys[f"lamassu:{OPERATOR}:tx-1"] == "s-lam-1"
+        assert keys[f"lamassu:{OPERATOR}:{UUID_REF}"] == "s-man-uuid"
+        assert keys["bitspire:m1:atm-7"] == "s-bit"
+        assert keys["manual:m1:0001"] == "s-man-0001-a"
+        assert keys["manual:m2:0001"] == "s-man-0001-b"
+        assert f"lamassu:{OPERATOR}:0001" not in keys  # not a UUID: no Lamassu key
+        assert keys["bitspire:m2:atm-9"] == "s-bit-9"  # a rejection holds nothing
+
+        flags = {
+            r["id"]: bool(r["overspent_before_m002"])
+            for r in await db.fetchall(
+                "SELECT id, overspent_before_m002 FROM satmachineadmin.clients"
+            )
+        }
+        assert flags == {"c-over": True, "c-ok": False}
+        # The overspent LP's row stays writable: a payment of theirs is recorded.
+        await db.execute(
+            "UPDATE satmachineadmin.clients SET sats_received = sats_received + 1, "
+            "reserved_minor = reserved_minor - 100 WHERE id = 'c-over'"
+        )
+        if DB_KIND == "postgres":
+            from sqlalchemy.exc import IntegrityError
+
+            with pytest.raises(IntegrityError):
+                await db.execute(
+                    "UPDATE satmachineadmin.clients SET reserved_minor = 600 "
+                    "WHERE id = 'c-ok'"
+                )
+        row = await db.fetchone(
+            "SELECT reserved_minor FROM satmachineadmin.clients WHERE id = 'c-ok'"
+        )
+        assert row["reserved_minor"] == 200
