@@ -1094,10 +1094,14 @@ async def fence_payment(
     return changed.rowcount == 1
 
 
-async def complete_paid_legs(legs: Sequence[Leg]) -> set[str]:
+async def complete_paid_legs(
+    legs: Sequence[Leg], outcomes: Optional[dict[str, tuple[int, int]]] = None
+) -> set[str]:
     """Mark legs LNbits has just paid `completed` (with their LPs' totals), in one
     transaction. Each moves only from `pending` with the invoice it was paid by, so a
     leg another worker already settled is left alone. Returns the ids moved.
+    `outcomes` holds what LNbits reported per leg id: (sats sent, fee in msat);
+    without it, the leg's amount and no fee.
 
     The caller's rows are trusted for amount, LP and type: those never change once
     planned (a partial dispense voids legs and plans new ones)."""
@@ -1105,14 +1109,22 @@ async def complete_paid_legs(legs: Sequence[Leg]) -> set[str]:
     moment = now()
     async with transaction() as tx:
         for leg in legs:
+            sent, fee = (outcomes or {}).get(leg.id, (leg.amount_sats, 0))
             changed = await tx.execute(
                 """
                 UPDATE satmachineadmin.legs
                 SET status = 'completed', error = NULL, updated_at = :now,
-                    attempts = attempts + 1, completed_at = :now
+                    attempts = attempts + 1, completed_at = :now,
+                    sent_sats = :sent, fee_msat = :fee, in_flight_since = NULL
                 WHERE id = :id AND status = 'pending' AND payment_hash = :hash
                 """,
-                {"id": leg.id, "hash": leg.payment_hash, "now": moment},
+                {
+                    "id": leg.id,
+                    "hash": leg.payment_hash,
+                    "now": moment,
+                    "sent": sent,
+                    "fee": fee,
+                },
             )
             if changed == 1:
                 moved.append(leg)
@@ -1137,7 +1149,7 @@ async def transition_leg(
             """
             UPDATE satmachineadmin.legs
             SET status = :to, error = :error, updated_at = :now,
-                attempts = attempts + :attempt,
+                attempts = attempts + :attempt, in_flight_since = NULL,
                 completed_at = COALESCE(:completed_at, completed_at)
             WHERE id = :id AND status = :from
             """,
@@ -1164,6 +1176,91 @@ async def transition_leg(
                     sats_received=sats_delta,
                 )
     return True
+
+
+async def settle_leg_payment(
+    leg_id: str,
+    payment_hash: str,
+    to_status: str,
+    *,
+    sent_sats: Optional[int] = None,
+    fee_msat: Optional[int] = None,
+    error: Optional[str] = None,
+) -> bool:
+    """Record what LNbits reported about the payment of a leg's stored invoice:
+    `completed` (with what was sent and the fee) or `failed` (with why). A
+    compare-and-swap on the invoice as well as the status: an outcome about an
+    invoice the leg no longer holds is never written. Moves the LP's totals."""
+    async with transaction() as tx:
+        leg = await get_leg(leg_id, tx)
+        if (
+            leg is None
+            or leg.status not in ("pending", "failed")
+            or leg.payment_hash != payment_hash
+        ):
+            return False
+        moment = now()
+        completed = to_status == "completed"
+        changed = await tx.execute(
+            """
+            UPDATE satmachineadmin.legs
+            SET status = :to, error = :error, updated_at = :now,
+                attempts = attempts + :attempt, in_flight_since = NULL,
+                sent_sats = :sent, fee_msat = :fee,
+                completed_at = COALESCE(:completed_at, completed_at)
+            WHERE id = :id AND status = :from AND payment_hash = :hash
+            """,
+            {
+                "id": leg_id,
+                "hash": payment_hash,
+                "to": to_status,
+                "from": leg.status,
+                "error": None if completed else error,
+                "now": moment,
+                "attempt": 1 if leg.status == "pending" else 0,
+                "sent": sent_sats if completed else None,
+                "fee": fee_msat if completed else None,
+                "completed_at": moment if completed else None,
+            },
+        )
+        if changed != 1:
+            return False
+        if leg.client_id:
+            reserved_delta = _reserves(leg, to_status) - _reserves(leg, leg.status)
+            sats_delta = _received(leg, to_status) - _received(leg, leg.status)
+            if reserved_delta or sats_delta:
+                await add_client_totals(
+                    tx,
+                    leg.client_id,
+                    reserved_minor=reserved_delta,
+                    sats_received=sats_delta,
+                )
+    return True
+
+
+async def mark_leg_in_flight(leg_id: str, payment_hash: str, note: str) -> bool:
+    """LNbits reports the payment of the leg's stored invoice pending: the leg stays
+    (or goes back to) `pending`, in flight since the first time this was seen, and
+    is never given a fresh invoice while it is. Balances are unchanged (pending and
+    failed both reserve)."""
+    changed = await db.execute(
+        "UPDATE satmachineadmin.legs SET status = 'pending', error = :note, "
+        "in_flight_since = COALESCE(in_flight_since, :now), updated_at = :now "
+        "WHERE id = :id AND payment_hash = :hash AND status IN ('pending', 'failed')",
+        {"id": leg_id, "hash": payment_hash, "note": note, "now": now()},
+    )
+    return changed.rowcount == 1
+
+
+async def in_flight_legs(operator_user_id: str) -> list[Leg]:
+    """The operator's legs whose payment LNbits reports pending, oldest first."""
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE operator_user_id = :op "
+        "AND status = 'pending' AND in_flight_since IS NOT NULL "
+        "ORDER BY in_flight_since, id",
+        {"op": operator_user_id},
+        Leg,
+    )
 
 
 async def void_open_legs(tx: Tx, settlement_id: str) -> int:
@@ -1267,7 +1364,8 @@ async def list_legs(
 _EXPORTED_LEG_COLUMNS = (
     "l.id, l.settlement_id, l.machine_id, l.client_id, l.leg_type, l.status, "
     "l.amount_sats, l.amount_fiat_minor, l.currency, l.exchange_rate, "
-    "l.destination, l.payment_hash, l.error, l.created_at, l.completed_at"
+    "l.destination, l.payment_hash, l.error, l.created_at, l.completed_at, "
+    "l.sent_sats, l.fee_msat, l.in_flight_since"
 )
 
 
@@ -1470,12 +1568,80 @@ async def release_leg(leg_id: str, token: str) -> None:
 
 
 async def list_retryable_standalone_legs(before: int, limit: int = 200) -> list[Leg]:
+    # Autoforwards have their own retries (list_open_forwards).
     return await db.fetchall(
         "SELECT * FROM satmachineadmin.legs WHERE settlement_id IS NULL "
+        "AND leg_type != 'autoforward' "
         "AND status IN ('pending', 'failed') AND updated_at < :before "
         "AND (claimed_until IS NULL OR claimed_until < :now) "
         "ORDER BY updated_at LIMIT :limit",
         {"before": before, "now": now(), "limit": limit},
+        Leg,
+    )
+
+
+# Legs that land in an LP's own wallet, and so may be forwarded on.
+FORWARDED_LEG_TYPES = ("dca", "fixed", "settlement")
+
+
+async def autoforward_targets(client_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+    """client id -> (Lightning address, when the LP last saved their preferences),
+    for those of the given clients whose LP auto-forwards."""
+    if not client_ids:
+        return {}
+    keys = {f"c{i}": c for i, c in enumerate(sorted(set(client_ids)))}
+    marks = ", ".join(f":{k}" for k in keys)
+    rows: Any = await db.fetchall(
+        "SELECT c.id, p.autoforward_ln_address, p.updated_at "
+        "FROM satmachineadmin.clients c "
+        "JOIN satmachineadmin.lp_preferences p ON p.user_id = c.user_id "
+        f"WHERE c.id IN ({marks}) AND p.autoforward_enabled = TRUE "
+        "AND p.autoforward_ln_address IS NOT NULL",
+        keys,
+    )
+    return {
+        row["id"]: (row["autoforward_ln_address"], int(row["updated_at"]))
+        for row in rows
+        if row["autoforward_ln_address"]
+    }
+
+
+async def list_unforwarded_legs(since: int, limit: int = 200) -> list[Leg]:
+    """Completed legs that landed in an LP's wallet since `since`, after the LP
+    turned autoforward on (saved their preferences), and have no autoforward leg:
+    a crash came between the leg and its forward. The forward's key is the leg's
+    key + ':autoforward', looked up through the unique index."""
+    return await db.fetchall(
+        """
+        SELECT l.* FROM satmachineadmin.legs l
+        JOIN satmachineadmin.clients c ON c.id = l.client_id
+        JOIN satmachineadmin.lp_preferences p ON p.user_id = c.user_id
+        WHERE l.status = 'completed' AND l.updated_at >= :since
+          AND l.leg_type IN ('dca', 'fixed', 'settlement')
+          AND l.amount_sats > 0 AND l.destination_kind = 'wallet'
+          AND l.completed_at >= p.updated_at
+          AND p.autoforward_enabled = TRUE
+          AND p.autoforward_ln_address IS NOT NULL
+          AND NOT EXISTS (
+              SELECT 1 FROM satmachineadmin.legs f
+              WHERE f.idempotency_key = l.idempotency_key || :suffix
+          )
+        ORDER BY l.completed_at, l.id LIMIT :limit
+        """,
+        {"since": since, "limit": limit, "suffix": ":autoforward"},
+        Leg,
+    )
+
+
+async def list_open_forwards(max_attempts: int, limit: int = 200) -> list[Leg]:
+    """Autoforward legs not yet paid (written but not invoiced at a crash, in
+    flight, or failed and under their attempt limit), no other worker paying them."""
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE leg_type = 'autoforward' "
+        "AND status IN ('pending', 'failed') AND attempts < :max "
+        "AND (claimed_until IS NULL OR claimed_until < :now) "
+        "ORDER BY updated_at, id LIMIT :limit",
+        {"max": max_attempts, "now": now(), "limit": limit},
         Leg,
     )
 

@@ -25,7 +25,7 @@ from .engine.faults import EngineCrash, checkpoint
 from .engine.payouts import (
     Claim,
     ClaimLost,
-    forward_landed_legs,
+    forward_quietly,
     pay_legs,
     reconcile_leg,
 )
@@ -77,7 +77,7 @@ async def process_settlement(settlement_id: str) -> Optional[str]:
             paid = await pay_legs([legs[i] for i in batch], claim, keep_claim)
             for i, leg in zip(batch, paid, strict=True):
                 legs[i] = leg
-        await forward_landed_legs(settlement_id, legs, claim)
+        await forward_quietly(legs)
     except EngineCrash:
         raise
     except ClaimLost as exc:
@@ -101,22 +101,35 @@ async def _finish(
         await after_processed(settlement, machine)
         return "processed"
     failed = [leg for leg in open_legs if leg.status == "failed"]
+    in_flight = [leg for leg in open_legs if leg.in_flight_since is not None]
     if any(_is_insufficient(leg.error) for leg in failed):
-        need = sum(leg.amount_sats for leg in open_legs)
+        need = sum(payouts.float_need(leg) for leg in open_legs)
         reason = f"insufficient float: need {need} sats"
+    elif in_flight and len(in_flight) == len(open_legs):
+        reason = (
+            f"waiting for {len(in_flight)} payment(s) in flight: LNbits reports them "
+            f"pending; asked again every {payouts.PENDING_RECHECK_SECONDS} s"
+        )
     else:
         reason = "; ".join(
             f"{leg.leg_type} leg {leg.id[:8]}: {leg.error or leg.status}"
             for leg in open_legs
         )
-    await _finish_errored(settlement, token, reason)
+    # A payment in flight is asked about again soon, whatever the attempts so far.
+    delay = payouts.PENDING_RECHECK_SECONDS if in_flight else None
+    await _finish_errored(settlement, token, reason, delay)
     return "errored"
 
 
-async def _finish_errored(settlement: Settlement, token: str, reason: str) -> None:
+async def _finish_errored(
+    settlement: Settlement, token: str, reason: str, delay: Optional[int] = None
+) -> None:
     current = await crud.get_settlement(settlement.id)
     attempts = current.attempts if current else 1
-    delay = retry_delay(attempts)
+    if delay is None:
+        delay = retry_delay(attempts)
+    else:
+        delay = min(delay, retry_delay(attempts))
     await crud.finish_settlement(
         settlement.id, token, "errored", reason[:1000], crud.now() + delay
     )

@@ -423,3 +423,23 @@ async def m002_every_sat_held_by_the_database(db: Database) -> None:
         f"ALTER TABLE satmachineadmin.lamassu_config ADD COLUMN start_at {big}"
     )
     await db.execute("ALTER TABLE satmachineadmin.legs ADD COLUMN claim_token TEXT")
+
+
+async def m003_payments_that_leave_lnbits(db: Database) -> None:
+    """What an external payment needs on its leg (docs/money.md, "Payments that
+    leave LNbits").
+
+    - legs.sent_sats: what the destination was paid, once LNbits reports success
+      (backfilled for completed legs: every payment so far sent its amount);
+    - legs.fee_msat: the routing fee LNbits charged the source wallet for it (exact,
+      in msat as LNbits counts it; 0 for an internal payment);
+    - legs.in_flight_since: when LNbits first reported the leg's payment pending
+      (the node has not answered yet); NULL once it succeeded or failed.
+    """
+    big = db.big_int
+    for column in ("sent_sats", "fee_msat", "in_flight_since"):
+        await db.execute(f"ALTER TABLE satmachineadmin.legs ADD COLUMN {column} {big}")
+    await db.execute(
+        "UPDATE satmachineadmin.legs SET sent_sats = amount_sats, fee_msat = 0 "
+        "WHERE status = 'completed'"
+    )

@@ -232,6 +232,11 @@ class Leg(BaseModel):
     created_at: int
     updated_at: int
     completed_at: Optional[int] = None
+    # What LNbits reported: sats the destination received, the fee it charged the
+    # source wallet (msat), and since when its payment is in flight (pending).
+    sent_sats: Optional[int] = None
+    fee_msat: Optional[int] = None
+    in_flight_since: Optional[int] = None
 
 
 class CommissionRule(BaseModel):
@@ -615,6 +620,10 @@ class LegOut(BaseModel):
     attempts: int
     created_at: Optional[str]
     completed_at: Optional[str]
+    sent_sats: Optional[int] = None
+    fee_msat: Optional[int] = None
+    in_flight: bool = False
+    in_flight_since: Optional[str] = None
 
 
 class NoteOut(BaseModel):
@@ -680,6 +689,10 @@ def leg_out(leg: Leg) -> LegOut:
         attempts=leg.attempts,
         created_at=iso(leg.created_at),
         completed_at=iso(leg.completed_at),
+        sent_sats=leg.sent_sats,
+        fee_msat=leg.fee_msat,
+        in_flight=leg.in_flight_since is not None,
+        in_flight_since=iso(leg.in_flight_since),
     )
 
 

@@ -20,7 +20,8 @@ from .lamassu import poller as lamassu_poller
 
 ENGINE_IDLE_SECONDS = 5
 SWEEP_INTERVAL_SECONDS = 30
-SCHEDULER_INTERVAL_SECONDS = 30
+# SATMACHINE_SCHEDULER_SECONDS shortens it for tests.
+SCHEDULER_INTERVAL_SECONDS = int(os.environ.get("SATMACHINE_SCHEDULER_SECONDS", "30"))
 LAMASSU_TICK_SECONDS = 10
 
 # asyncio keeps only weak references to tasks: hold them until they finish.
@@ -63,6 +64,7 @@ async def lamassu_once() -> None:
 async def scheduler_once() -> None:
     await fixed_mode.run_due_slots()
     await payouts.retry_standalone_legs()
+    await payouts.forward_sweep()
 
 
 def autorun() -> bool:

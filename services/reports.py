@@ -49,6 +49,9 @@ async def health(operator_user_id: str) -> dict:
     lamassu_status = lamassu_config.status_out(
         await lamassu_config.get_config(operator_user_id)
     )
+    # Payments LNbits reports pending (their node has not answered): never paid
+    # again while they are, asked about again until they succeed or fail.
+    in_flight = await crud.in_flight_legs(operator_user_id)
 
     def alive(name: str) -> bool:
         return task_manager.get_task(name) is not None
@@ -67,6 +70,11 @@ async def health(operator_user_id: str) -> dict:
         # Held settlements are paid only once the operator decides: never forgotten.
         "held": counts.get("held", 0),
         "stuck": stuck,
+        "legs_in_flight": len(in_flight),
+        "in_flight_sats": sum(leg.amount_sats for leg in in_flight),
+        "oldest_in_flight_since": (
+            iso(in_flight[0].in_flight_since) if in_flight else None
+        ),
         "machines": machine_rows,
     }
 
@@ -118,6 +126,9 @@ CSV_COLUMNS = [
     "destination",
     "payment_hash",
     "error",
+    "sent_sats",
+    "fee_msat",
+    "in_flight",
 ]
 
 
@@ -158,6 +169,9 @@ def _leg_row(leg: Any) -> list:
         leg["destination"] or "",
         leg["payment_hash"] or "",
         leg["error"] or "",
+        "" if leg["sent_sats"] is None else leg["sent_sats"],
+        "" if leg["fee_msat"] is None else leg["fee_msat"],
+        "true" if leg["in_flight_since"] is not None else "false",
     ]
 
 

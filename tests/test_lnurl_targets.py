@@ -194,7 +194,9 @@ async def test_autoforward_to_a_lightning_address_lands_there_once(
     factory, super_user, lnaddress_host
 ):
     """The LP's principal lands in their LNbits wallet, then goes on, through LNbits'
-    own LNURL helper over HTTPS, to their Lightning address: once, all of it."""
+    own LNURL helper over HTTPS, to their Lightning address: once, all of it but
+    LNbits' routing-fee reserve (1 % here), which stays in the LP's wallet
+    (docs/money.md, "Fees of payments that leave LNbits")."""
     from lnbits.core.crud import get_payments
 
     from satmachineadmin import crud
@@ -226,15 +228,16 @@ async def test_autoforward_to_a_lightning_address_lands_there_once(
     )
     assert (forward.status, forward.amount_sats, forward.error) == (
         "completed",
-        1_500,
+        1_485,
         None,
     )
+    assert (forward.sent_sats, forward.fee_msat) == (1_485, 0)
     assert forward.parent_leg_id == dca.id
     assert forward.source_wallet_id == lp.wallet.id
     assert (forward.destination_kind, forward.destination) == ("lnaddress", address)
-    assert lnaddress_host.callbacks("alice") == [1_500_000]
-    assert await factory.balance(lp.wallet) == 0
-    assert await factory.balance(elsewhere.wallet) == 1_500
+    assert lnaddress_host.callbacks("alice") == [1_485_000]
+    assert await factory.balance(lp.wallet) == 15
+    assert await factory.balance(elsewhere.wallet) == 1_485
     # The forward is not a purchase: the LP's balance counts the principal once.
     balance = await factory.balance_of(operator, client["id"])
     assert (balance["remaining_balance"], balance["total_sats"]) == ("40.00", 1_500)
@@ -244,14 +247,14 @@ async def test_autoforward_to_a_lightning_address_lands_there_once(
         if p.success
     ]
     assert [(p.payment_hash, -p.amount) for p in out_of_lp] == [
-        (forward.payment_hash, 1_500_000)
+        (forward.payment_hash, 1_485_000)
     ]
 
     # Another engine pass neither forwards again nor pays the LP again.
     await factory.run_engine()
-    assert lnaddress_host.callbacks("alice") == [1_500_000]
-    assert await factory.balance(elsewhere.wallet) == 1_500
-    assert await factory.balance(lp.wallet) == 0
+    assert lnaddress_host.callbacks("alice") == [1_485_000]
+    assert await factory.balance(elsewhere.wallet) == 1_485
+    assert await factory.balance(lp.wallet) == 15
     assert len(await crud.list_settlement_legs(settlement.id)) == 2
 
 

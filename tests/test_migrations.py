@@ -115,20 +115,24 @@ async def test_m002_claims_every_landed_transaction_and_holds_unpaid_duplicates(
         ]
         for row in rows:
             await db.insert("satmachineadmin.settlements", row)
-        await db.insert(
-            "satmachineadmin.legs",
-            Leg(
-                id="leg-paid",
-                idempotency_key="s-lam-3b:v0:dca",
-                settlement_id="s-lam-3b",
-                machine_id="m2",
-                operator_user_id=OPERATOR,
-                leg_type="dca",
-                status="completed",
-                amount_sats=1_500,
-                created_at=100,
-                updated_at=100,
-            ),
+        leg = Leg(
+            id="leg-paid",
+            idempotency_key="s-lam-3b:v0:dca",
+            settlement_id="s-lam-3b",
+            machine_id="m2",
+            operator_user_id=OPERATOR,
+            leg_type="dca",
+            status="completed",
+            amount_sats=1_500,
+            created_at=100,
+            updated_at=100,
+        )
+        # As the version before m002 wrote it: without the columns m003 adds.
+        values = leg.dict(exclude={"sent_sats", "fee_msat", "in_flight_since"})
+        await db.execute(
+            f"INSERT INTO satmachineadmin.legs ({', '.join(values)}) "
+            f"VALUES ({', '.join(':' + k for k in values)})",
+            values,
         )
         for cid, deposits, reserved in (("c-over", 500, 1_000), ("c-ok", 500, 200)):
             await db.insert(
