@@ -1877,3 +1877,84 @@ async def advance_lamassu_cursor(
         },
     )
     return changed.rowcount == 1
+
+
+# --------------------------------------------------------------- LNbits' own books
+# LNbits 1.6.2 can leave an internal transfer half-written: the payer's debit
+# (`internal_<hash>`, success) without the payee's credit (see engine/books.py).
+# These read and repair its `apipayments` rows, never anything else of LNbits'.
+
+
+class UndoneCredit(BaseModel):
+    checking_id: str
+    payment_hash: str
+    wallet_id: str
+    amount: int  # msat, > 0
+
+
+_INTERNAL_DEBIT_PAID = (
+    "EXISTS (SELECT 1 FROM apipayments o WHERE o.checking_id = 'internal_' || "
+    "i.payment_hash AND o.status = 'success' AND o.amount = -i.amount "
+    "AND LOWER(o.bolt11) = LOWER(i.bolt11))"
+)
+
+
+async def undone_internal_credits(since: int, limit: int) -> list[UndoneCredit]:
+    """Incoming payments changed since `since` (epoch s) that LNbits holds as not
+    paid although its internal debit of the same invoice, at the same amount,
+    succeeded."""
+    from lnbits.core.db import db as core_db
+
+    rows = await core_db.fetchall(
+        "SELECT i.checking_id, i.payment_hash, i.wallet_id, i.amount "
+        "FROM apipayments i WHERE i.updated_at >= "
+        + core_db.timestamp_placeholder("since")
+        + " AND i.amount > 0 AND i.status = 'failed' AND "
+        + _INTERNAL_DEBIT_PAID
+        + " ORDER BY i.updated_at LIMIT :limit",
+        {"since": since, "limit": limit},
+    )
+    return [UndoneCredit(**dict(row)) for row in rows]
+
+
+async def restore_internal_credit(
+    checking_id: str, payment_hash: str, wallet_id: str, amount_msat: int
+) -> bool:
+    """Mark the payee's side of an internal transfer paid, as LNbits' own
+    `_pay_internal_invoice` does — only while its debit still reads succeeded at
+    the same amount and the credit does not. True when this call changed it."""
+    from lnbits.core.db import db as core_db
+
+    changed = await core_db.execute(
+        "UPDATE apipayments SET status = 'success', updated_at = "
+        + core_db.timestamp_placeholder("now")
+        + " WHERE checking_id = :checking_id AND payment_hash = :hash "
+        "AND wallet_id = :wallet AND amount = :amount AND amount > 0 "
+        "AND status IN ('pending', 'failed') "
+        "AND EXISTS (SELECT 1 FROM apipayments o WHERE o.checking_id = :debit "
+        "AND o.status = 'success' AND o.amount = -apipayments.amount "
+        "AND LOWER(o.bolt11) = LOWER(apipayments.bolt11))",
+        {
+            "checking_id": checking_id,
+            "wallet": wallet_id,
+            "amount": amount_msat,
+            "hash": payment_hash,
+            "debit": f"internal_{payment_hash}",
+            "now": now(),
+        },
+    )
+    return changed.rowcount == 1
+
+
+async def legs_paying_invoices(payment_hashes: Sequence[str]) -> list[Leg]:
+    """Legs to a wallet whose stored invoice is one of these."""
+    if not payment_hashes:
+        return []
+    keys = {f"h{i}": h for i, h in enumerate(payment_hashes)}
+    marks = ", ".join(f":{k}" for k in keys)
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE destination_kind = 'wallet' "
+        f"AND payment_hash IN ({marks})",
+        keys,
+        Leg,
+    )

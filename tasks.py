@@ -14,7 +14,7 @@ from lnbits.settings import settings
 from loguru import logger
 
 from . import bitspire, distribution, intake
-from .engine import fixed_mode, payouts
+from .engine import books, fixed_mode, payouts
 from .lamassu import connection as lamassu_connection
 from .lamassu import poller as lamassu_poller
 
@@ -44,6 +44,10 @@ async def on_invoice_paid(payment: Payment) -> None:
 
 
 async def engine_loop() -> None:
+    try:
+        await books.restore_since_start_up_window()
+    except Exception:
+        logger.exception("satmachineadmin: start-up books pass failed")
     await distribution.reconcile_open_legs()
     while settings.lnbits_running:
         try:
@@ -54,6 +58,8 @@ async def engine_loop() -> None:
 
 
 async def sweep_once() -> None:
+    # Credits first: an ATM payment LNbits wrote back as failed lands once restored.
+    await books.restore_recent()
     await bitspire.sweep_all()
 
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from lnbits.bolt11 import decode as decode_bolt11
-from lnbits.core.crud import check_internal, get_standalone_payment, update_payment
-from lnbits.core.models import Payment, PaymentState
+from lnbits.core.crud import check_internal, get_standalone_payment
+from lnbits.core.models import Payment
 from lnbits.core.services import create_invoice, pay_invoice
 from lnbits.core.services.payments import (
     fee_reserve_total,
@@ -39,6 +39,7 @@ from loguru import logger
 from .. import crud
 from ..calculations import RETRY_BASE_SECONDS, retry_delay
 from ..models import Leg
+from . import books
 from .faults import checkpoint
 
 INVOICE_EXPIRY_SECONDS = 30 * 86400
@@ -127,16 +128,8 @@ async def _reconciled(
 
 
 async def _complete_half_paid_transfer(leg: Leg, outgoing: Payment) -> None:
-    """Finish an internal transfer LNbits left half-written by a crash.
-
-    LNbits 1.6.2 commits an internal payment in two statements: the payer's debit
-    (`internal_<hash>`, success), then the payee's invoice marked success. A process
-    killed between them leaves the source wallet debited and the payee's invoice
-    pending (or failed by the next start-up): sats that left the machine and reached
-    nobody. The debit is the proof of payment, so the credit LNbits owed is applied
-    here, once: the same status change LNbits' own `_pay_internal_invoice` makes.
-    Only for the leg's own invoice on its own destination wallet, at its amount.
-    """
+    """Finish an internal transfer LNbits left half-paid (see engine/books.py): the
+    leg's own invoice on its own destination wallet, at the leg's amount."""
     if not outgoing.checking_id.startswith("internal_"):
         return
     if leg.destination_kind != "wallet" or not leg.payment_hash:
@@ -148,31 +141,18 @@ async def _complete_half_paid_transfer(leg: Leg, outgoing: Payment) -> None:
         or incoming.wallet_id != leg.destination
         or incoming.amount != leg.amount_sats * 1000
         or incoming.amount != -outgoing.amount
-        or (incoming.bolt11 or "").lower() != (outgoing.bolt11 or "").lower()
     ):
         return
-    was = incoming.status
-    incoming.status = PaymentState.SUCCESS
-    await update_payment(incoming)
-    logger.warning(
-        f"satmachineadmin: leg {leg.id}: LNbits had debited {leg.source_wallet_id} "
-        f"but left the payee's invoice {was}; credited {leg.amount_sats} sats to "
-        f"{leg.destination} to complete the transfer"
+    await books.restore_credit(
+        incoming.checking_id,
+        leg.payment_hash,
+        leg.destination,
+        incoming.amount,
+        leg.operator_user_id,
+        "leg",
+        leg.id,
+        str(incoming.status),
     )
-    async with crud.transaction() as tx:
-        await crud.add_audit(
-            tx,
-            PAYMENT_MARKER,
-            leg.operator_user_id,
-            "leg.transfer_completed",
-            "leg",
-            leg.id,
-            {
-                "payment_hash": leg.payment_hash,
-                "amount_sats": leg.amount_sats,
-                "payee_status_was": str(was),
-            },
-        )
 
 
 def _invoice_usable(bolt11: Optional[str]) -> bool:

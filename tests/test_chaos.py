@@ -78,7 +78,6 @@ from servers import Postgres, Server
 
 SECONDS = float(os.environ.get("SATMACHINE_CHAOS_SECONDS", "45"))
 SEED = int(os.environ.get("SATMACHINE_CHAOS_SEED", str(random.randrange(10**6))))
-STRICT = os.environ.get("SATMACHINE_CHAOS_STRICT", "") not in ("", "0")
 API = "/satmachineadmin/api/v1"
 RATE = 150  # sats per GTQ: the servers' fixed BTC price, and every ATM's rate
 LEASE_SECONDS = 4
@@ -173,7 +172,6 @@ class Run:
         self.snapshots = Counter()
         self.quiet_log: list[tuple] = []
         self.startups: list[tuple] = []  # (began, answered) of every server restart
-        self.known: list[str] = []  # violations already pinned by an xfail test
         self.t0 = time.monotonic()
         self.epoch0 = time.time()
         self.stopping = asyncio.Event()
@@ -1499,6 +1497,13 @@ SELECT 'ATM payment without a settlement', p.payment_hash FROM apipayments p
 WHERE p.wallet_id = $1 AND p.status = 'success' AND p.extra::text LIKE '%bitspire%'
 AND NOT EXISTS (SELECT 1 FROM satmachineadmin.settlements s
                 WHERE s.payment_hash = p.payment_hash)
+UNION ALL
+SELECT 'credit LNbits undid', i.payment_hash FROM apipayments i
+WHERE i.amount > 0 AND i.status <> 'success'
+AND EXISTS (SELECT 1 FROM apipayments o WHERE o.status = 'success'
+            AND o.checking_id = 'internal_' || i.payment_hash)
+AND (i.wallet_id = $1 OR EXISTS (SELECT 1 FROM satmachineadmin.legs l
+                                 WHERE l.payment_hash = i.payment_hash))
 """
 
 
@@ -1589,7 +1594,7 @@ async def read_books(run: Run) -> dict:
             "deposits": await rows("SELECT * FROM satmachineadmin.deposits"),
             "repairs": await rows(
                 "SELECT * FROM satmachineadmin.audit_log "
-                "WHERE action = 'leg.transfer_completed'"
+                "WHERE action = 'payment.credit_restored'"
             ),
         }
     finally:
@@ -1663,66 +1668,6 @@ def trail(run: Run, books: dict, leg: dict) -> str:
     )
 
 
-def undone_by_a_start_up(run: Run, books: dict, leg: dict, debits: list) -> bool:
-    """The known violation (test_a_server_starting_up_does_not_unpay_a_leg_the_other_
-    server_paid, xfail until fixed): the leg's debit succeeded at its amount, its
-    invoice on the destination was written back as failed after the leg completed,
-    while a server was starting up. Recorded in run.known; a violation like any other
-    with SATMACHINE_CHAOS_STRICT=1."""
-    if STRICT or leg["destination_kind"] != "wallet" or len(debits) != 1:
-        return False
-    debit = debits[0]
-    if debit["status"] != "success" or debit["amount"] != -leg["amount_sats"] * 1000:
-        return False
-    rows = [
-        p
-        for p in books["payments"]
-        if p["payment_hash"] == leg["payment_hash"] and p["amount"] > 0
-    ]
-    if len(rows) != 1:
-        return False
-    credit = rows[0]
-    changed = credit["updated_at"].timestamp() - run.epoch0
-    if (
-        credit["status"] != "failed"
-        or credit["wallet_id"] != leg["destination"]
-        or credit["amount"] != leg["amount_sats"] * 1000
-        or changed < (leg["completed_at"] or 0) - run.epoch0 - 1
-        or not any(begin <= changed <= end + 30 for begin, end in run.startups)
-    ):
-        return False
-    run.known.append(
-        f"{leg['leg_type']} leg {leg['id']} ({leg['amount_sats']} sats to "
-        f"{leg['destination'][:8]}): {trail(run, books, leg)}"
-    )
-    return True
-
-
-def atm_undone_by_a_start_up(run: Run, books: dict, settlement: dict) -> bool:
-    """The same LNbits 1.6.2 race as `undone_by_a_start_up`, on the ATM's own
-    payment: the settlement landed from a successful payment into the machine wallet
-    (the customer's debit succeeded), and a server starting up later wrote its stale
-    copy of that invoice back as failed. LNbits' books, not the extension's: recorded
-    in run.known; a violation like any other with SATMACHINE_CHAOS_STRICT=1."""
-    if STRICT:
-        return False
-    h = settlement["payment_hash"]
-    rows = [p for p in books["payments"] if p["payment_hash"] == h]
-    credit = [p for p in rows if p["amount"] > 0]
-    debit = [p for p in rows if p["amount"] < 0 and p["status"] == "success"]
-    if len(credit) != 1 or len(debit) != 1 or credit[0]["status"] != "failed":
-        return False
-    changed = credit[0]["updated_at"].timestamp() - run.epoch0
-    if not any(begin <= changed <= end + 30 for begin, end in run.startups):
-        return False
-    run.known.append(
-        f"ATM payment {h} of settlement {settlement['id']} ({settlement['status']}): "
-        f"the customer was debited, the machine's invoice written back as failed at "
-        f"{changed:.2f} s, while a server started"
-    )
-    return True
-
-
 def check(run: Run, books: dict) -> dict:
     """Every invariant over LNbits' books and the extension's; the figures."""
     world = run.world
@@ -1744,8 +1689,6 @@ def check(run: Run, books: dict) -> dict:
             ins[p["payment_hash"]].append(p)
 
     # leg!=payment: each completed leg is exactly one payment, at its amount.
-    lost: Counter = Counter()  # credits undone by a start-up (see below), per wallet
-    books["lost"] = lost
     paid = [
         leg for leg in legs if leg["status"] == "completed" and leg["amount_sats"] > 0
     ]
@@ -1784,9 +1727,6 @@ def check(run: Run, books: dict) -> dict:
                 or credits[0]["wallet_id"] != leg["destination"]
                 or credits[0]["amount"] != leg["amount_sats"] * 1000
             ):
-                if not credits and undone_by_a_start_up(run, books, leg, debits):
-                    lost[leg["destination"]] += leg["amount_sats"]
-                    continue
                 run.violation(
                     "leg!=payment",
                     f"completed {leg['leg_type']} leg {leg['id']} of {leg['amount_sats']} sats to {leg['destination']}: {len(credits)} successful credits; {trail(run, books, leg)}",
@@ -1830,7 +1770,7 @@ def check(run: Run, books: dict) -> dict:
         wid = wallet["id"]
         figures["balances checked"] += 1
         balance = books["balances"][wid]
-        if balance != (legs_to[wid] - lost[wid]) * 1000:
+        if balance != legs_to[wid] * 1000:
             run.violation(
                 "destination-balance",
                 f"wallet {wid}: LNbits balance {balance / 1000} sats, completed legs {legs_to[wid]}",
@@ -1944,7 +1884,8 @@ def check(run: Run, books: dict) -> dict:
                     op.ref,
                 )
     figures["legs checked"] = len(books["legs"])
-    figures["repairs"] = len(books["repairs"])
+    # Internal transfers LNbits left half-paid, completed by engine/books.py.
+    figures["credits restored"] = len(books["repairs"])
     return figures
 
 
@@ -2034,8 +1975,6 @@ def check_atm(run: Run, books: dict, figures: Counter) -> None:
             )
     for s in books["settlements"]:
         if s["source"] == "bitspire" and s["payment_hash"] not in hashes:
-            if atm_undone_by_a_start_up(run, books, s):
-                continue
             run.violation(
                 "atm!=settlement",
                 f"settlement {s['id']} ({s['status']}) has no successful ATM payment {s['payment_hash']}",
@@ -2192,7 +2131,7 @@ def check_lps(run: Run, books: dict, legs: list, figures: Counter) -> None:
                 and leg["status"] == "completed"
             )
             balance = books["balances"][lp["wallet"]["id"]] // 1000
-            if balance - shares + books["lost"][lp["wallet"]["id"]] != sats:
+            if balance - shares != sats:
                 run.violation(
                     "lp-overpaid",
                     f"LP {cid}: LNbits balance {balance} - commission shares {shares} != principal legs {sats}",
@@ -2304,9 +2243,8 @@ def summary(run: Run, figures: Counter, quiet: float, open_at_quiet: dict) -> st
         f"  snapshots: {dict(run.snapshots)}\n"
         f"  quiet period: {quiet:.0f} s (open when it began: {open_at_quiet})\n"
         f"  checked: {facts}\n"
-        f"  known violations (pinned by the xfail test "
-        f"test_a_server_starting_up_does_not_unpay_a_leg_the_other_server_paid): "
-        f"{len(run.known)}" + "".join(f"\n    {k}" for k in run.known) + "\n"
+        f"  credits LNbits undid and engine/books.py restored: "
+        f"{figures['credits restored']}\n"
         f"  violations: {len(run.violations)}"
         f" {dict(Counter(v.invariant for v in run.violations))}"
     )
@@ -2371,100 +2309,5 @@ def test_chaos_two_servers_one_postgresql_every_sat_accounted_for():
         print(f"  kept {root}; quiet period: {run.quiet_log}")
 
 
-# ------------------------------------------------------------------ found by chaos
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a server's LNbits start-up (check_pending_payments) writes back a stale "
-    "'pending' copy of a leg invoice the other server has just paid as failed: the "
-    "machine wallet is debited, the LP is not credited, the leg stays completed",
-)
-async def test_a_server_starting_up_does_not_unpay_a_leg_the_other_server_paid(
-    factory, drained_engine, monkeypatch
-):
-    """What the chaos run found (the `destination-balance` violation, e.g. seed 6):
-    server b restarts while server a distributes. b's LNbits start-up
-    (check_pending_payments) first lists every pending incoming invoice, the legs'
-    stored invoices among them, then walks the list, asking its funding source about
-    each; a fresh process has never seen an internal invoice, so each is marked
-    failed - from the list, as it stood when listed. Meanwhile a pays one of those
-    invoices: LNbits debits the machine wallet and credits the LP, and the engine
-    marks the leg completed. Then b's walk reaches that invoice and writes its stale
-    copy back as failed: the debit stays, the LP's credit is gone, and the leg, being
-    completed, is never looked at again."""
-    from lnbits.core.crud import get_payments
-    from lnbits.core.services import payments as lnbits_payments
-    from lnbits.wallets.base import PaymentFailedStatus
-
-    from satmachineadmin import crud, distribution, tasks
-    from satmachineadmin.engine.faults import EngineCrash, crash_points
-
-    operator = await factory.operator()
-    machine = await factory.machine(operator)
-    customer = await factory.user()
-    await factory.fund(customer.wallet, 10_000)
-    lp = await factory.lp()
-    await factory.enrol(operator, machine, lp, deposit="100.00")
-    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 0)
-    settlement = await factory.settlement_of(played["payment_hash"])
-    assert settlement is not None
-
-    # Server a stores the leg's invoice, then stalls (its lease will run out).
-    crash_points["after_invoice"] = 0
-    try:
-        await distribution.run_due_settlements()
-    except EngineCrash:
-        pass
-    finally:
-        crash_points.pop("after_invoice", None)
-    [leg] = [
-        leg
-        for leg in await crud.list_settlement_legs(settlement.id)
-        if leg.leg_type == "dca" and leg.payment_hash
-    ]
-    # Server b starts: LNbits lists the pending invoices it is going to check.
-    listed = [
-        payment
-        for payment in await get_payments(
-            since=int(time.time()) - 60 * 60 * 24 * 15,
-            complete=False,
-            pending=True,
-            exclude_uncheckable=True,
-        )
-        if payment.payment_hash == leg.payment_hash
-    ]
-    assert listed, "the leg's invoice is pending, so b's start-up check lists it"
-    # Meanwhile the lease runs out and a worker pays the leg.
-    await crud.db.execute(
-        "UPDATE satmachineadmin.settlements SET claimed_until = 0 WHERE id = :id",
-        {"id": settlement.id},
-    )
-    await distribution.run_due_settlements()
-    assert (await crud.get_leg(leg.id)).status == "completed"
-    assert await factory.balance(lp.wallet) == 1_500
-    # b's walk reaches the invoice: its funding source (a fresh FakeWallet) never
-    # saw it, so LNbits writes the listed copy back as failed.
-    monkeypatch.setattr(
-        lnbits_payments, "check_payment_status", _never_seen_here, raising=True
-    )
-    for payment in listed:
-        await lnbits_payments.update_pending_payment(payment)
-    monkeypatch.undo()
-    # Whatever the extension's own loops do next...
-    await distribution.reconcile_open_legs()
-    await distribution.run_due_settlements()
-    await tasks.sweep_once()
-    await tasks.scheduler_once()
-    # ...the LP holds the sats of their completed leg.
-    assert await factory.balance(lp.wallet) == 1_500, (
-        "the machine wallet was debited for the leg, the LP's credit was undone "
-        f"by a stale start-up check, and the leg stays completed ({leg.id})"
-    )
-    assert PaymentFailedStatus  # what _never_seen_here answers
-
-
-async def _never_seen_here(payment):  # type: ignore[no-untyped-def]
-    from lnbits.wallets.base import PaymentFailedStatus
-
-    return PaymentFailedStatus()
+# The race it found, pinned on both databases: tests/test_faults.py
+# (test_a_server_starting_up_does_not_unpay_a_leg_the_other_server_paid).

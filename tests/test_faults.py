@@ -2,6 +2,8 @@
 once, and the wallets balance to the sat."""
 
 import asyncio
+import json
+import time
 
 import pytest
 
@@ -257,7 +259,7 @@ async def test_crash_inside_lnbits_between_debit_and_credit_is_completed(
     repaired = await get_standalone_payment(killed[0], incoming=True)
     assert repaired is not None and repaired.success
     audit = await crud.get_audit_log(operator.id)
-    completed = [a for a in audit if a.action == "leg.transfer_completed"]
+    completed = [a for a in audit if a.action == "payment.credit_restored"]
     assert len(completed) == 1 and completed[0].operator_user_id == operator.id
     # A second restart finds nothing left to do.
     await _restart()
@@ -310,3 +312,152 @@ async def test_a_worker_holding_a_stale_leg_never_pays_it_again(factory, super_u
     assert [p.payment_hash for p in outgoing] == [first.payment_hash]
     assert await factory.balance(lp.wallet) == 1_500
     assert await factory.balance(machine["wallet"]) == 10_000
+
+
+# ------------------------------------------- found by tests/test_chaos.py
+
+
+async def test_a_server_starting_up_does_not_unpay_a_leg_the_other_server_paid(
+    factory, drained_engine, monkeypatch
+):
+    """What the chaos run found (the `destination-balance` violation, e.g. seed 6):
+    server b restarts while server a distributes. b's LNbits start-up
+    (check_pending_payments) first lists every pending incoming invoice, the legs'
+    stored invoices among them, then walks the list, asking its funding source about
+    each; a fresh process has never seen an internal invoice, so each is marked
+    failed - from the list, as it stood when listed. Meanwhile a pays one of those
+    invoices: LNbits debits the machine wallet and credits the LP, and the engine
+    marks the leg completed. Then b's walk reaches that invoice and writes its stale
+    copy back as failed: the debit stays and the LP's credit is gone. The sweep's
+    books pass (engine/books.py) gives the credit back, once, and says so in the
+    audit trail."""
+    from lnbits.core.crud import get_payments
+    from lnbits.core.services import payments as lnbits_payments
+    from lnbits.wallets.base import PaymentFailedStatus
+
+    from satmachineadmin import crud, distribution, tasks
+    from satmachineadmin.engine import books
+    from satmachineadmin.engine.faults import EngineCrash, crash_points
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 10_000)
+    lp = await factory.lp()
+    await factory.enrol(operator, machine, lp, deposit="100.00")
+    played = await factory.cash_out(machine, customer.wallet, "10.00", 1_500, 0)
+    settlement = await factory.settlement_of(played["payment_hash"])
+    assert settlement is not None
+
+    # Server a stores the leg's invoice, then stalls (its lease will run out).
+    crash_points["after_invoice"] = 0
+    try:
+        await distribution.run_due_settlements()
+    except EngineCrash:
+        pass
+    finally:
+        crash_points.pop("after_invoice", None)
+    [leg] = [
+        leg
+        for leg in await crud.list_settlement_legs(settlement.id)
+        if leg.leg_type == "dca" and leg.payment_hash
+    ]
+    # Server b starts: LNbits lists the pending invoices it is going to check.
+    listed = [
+        payment
+        for payment in await get_payments(
+            since=int(time.time()) - 60 * 60 * 24 * 15,
+            complete=False,
+            pending=True,
+            exclude_uncheckable=True,
+        )
+        if payment.payment_hash == leg.payment_hash
+    ]
+    assert listed, "the leg's invoice is pending, so b's start-up check lists it"
+    # Meanwhile the lease runs out and a worker pays the leg.
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET claimed_until = 0 WHERE id = :id",
+        {"id": settlement.id},
+    )
+    await distribution.run_due_settlements()
+    assert (await crud.get_leg(leg.id)).status == "completed"
+    assert await factory.balance(lp.wallet) == 1_500
+    # b's walk reaches the invoice: its funding source (a fresh FakeWallet) never
+    # saw it, so LNbits writes the listed copy back as failed.
+    monkeypatch.setattr(
+        lnbits_payments, "check_payment_status", _never_seen_here, raising=True
+    )
+    for payment in listed:
+        await lnbits_payments.update_pending_payment(payment)
+    monkeypatch.undo()
+    assert await factory.balance(lp.wallet) == 0, "the race is reproduced"
+    # Whatever the extension's own loops do next...
+    await distribution.reconcile_open_legs()
+    await distribution.run_due_settlements()
+    await tasks.sweep_once()
+    await tasks.scheduler_once()
+    # ...the LP holds the sats of their completed leg, credited once.
+    assert await factory.balance(lp.wallet) == 1_500, (
+        "the machine wallet was debited for the leg, the LP's credit was undone "
+        f"by a stale start-up check, and the leg stays completed ({leg.id})"
+    )
+    await tasks.sweep_once()
+    assert await books.restore_since_start_up_window() == 0
+    assert await factory.balance(lp.wallet) == 1_500
+    [restored] = [
+        entry
+        for entry in await crud.get_audit_log(operator.id, entity_id=leg.id)
+        if entry.action == "payment.credit_restored"
+    ]
+    assert json.loads(restored.detail or "{}")["amount_sats"] == 1_500
+    assert PaymentFailedStatus  # what _never_seen_here answers
+
+
+async def test_an_atm_payment_a_starting_server_wrote_back_as_failed_is_restored(
+    factory, drained_engine, monkeypatch
+):
+    """The same race on the ATM's own payment into the machine wallet: the customer
+    was debited, LNbits wrote the machine's invoice back as failed. The books pass
+    restores the machine's float once; an invoice of the same shape in a wallet
+    that is no machine's is left alone (not this extension's to touch)."""
+    from lnbits.core.crud import get_standalone_payment
+    from lnbits.core.services import create_invoice, pay_invoice
+    from lnbits.core.services import payments as lnbits_payments
+
+    from satmachineadmin import tasks
+    from satmachineadmin.engine import books
+
+    operator = await factory.operator()
+    machine_wallet = await factory.wallet(operator, "machine")
+    await factory.machine(operator, wallet=machine_wallet)
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 10_000)
+    bystander = await factory.user()
+    stale = []
+    for wallet_id in (machine_wallet.id, bystander.wallet.id):
+        invoice = await create_invoice(
+            wallet_id=wallet_id, amount=700, memo="not a cash-out"
+        )
+        stale.append(await get_standalone_payment(invoice.payment_hash, incoming=True))
+        await pay_invoice(wallet_id=customer.wallet.id, payment_request=invoice.bolt11)
+    float_before = await factory.balance(machine_wallet)
+    monkeypatch.setattr(
+        lnbits_payments, "check_payment_status", _never_seen_here, raising=True
+    )
+    for payment in stale:
+        await lnbits_payments.update_pending_payment(payment)
+    monkeypatch.undo()
+    assert await factory.balance(machine_wallet) == float_before - 700
+    assert await factory.balance(bystander.wallet) == 0
+
+    await tasks.sweep_once()
+    assert await factory.balance(machine_wallet) == float_before
+    assert await factory.balance(bystander.wallet) == 0, "not this extension's"
+    assert await books.restore_since_start_up_window() == 0
+    assert await factory.balance(machine_wallet) == float_before
+
+
+async def _never_seen_here(payment):  # type: ignore[no-untyped-def]
+    from lnbits.wallets.base import PaymentFailedStatus
+
+    return PaymentFailedStatus()

@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"calculations", "errors", "engine.faults", "migrations"},
     {"models", "inputs"},
     {"crud"},
-    {"intake", "engine.rates", "engine.legs", "engine.payouts"},
+    {"intake", "engine.rates", "engine.legs", "engine.payouts", "engine.books"},
     {"engine.planning", "engine.small_balances", "engine.fixed_mode"},
     {"distribution"},
     {
