@@ -1905,7 +1905,7 @@ async def undone_internal_credits(since: int, limit: int) -> list[UndoneCredit]:
     succeeded."""
     from lnbits.core.db import db as core_db
 
-    rows = await core_db.fetchall(
+    return await core_db.fetchall(
         "SELECT i.checking_id, i.payment_hash, i.wallet_id, i.amount "
         "FROM apipayments i WHERE i.updated_at >= "
         + core_db.timestamp_placeholder("since")
@@ -1913,8 +1913,8 @@ async def undone_internal_credits(since: int, limit: int) -> list[UndoneCredit]:
         + _INTERNAL_DEBIT_PAID
         + " ORDER BY i.updated_at LIMIT :limit",
         {"since": since, "limit": limit},
+        UndoneCredit,
     )
-    return [UndoneCredit(**dict(row)) for row in rows]
 
 
 async def restore_internal_credit(
