@@ -1,0 +1,305 @@
+"""The LP-facing companion `satmachineclient` (companion/, docs/companion.md), loaded
+beside satmachineadmin in the same real LNbits.
+
+An LP who enabled only the companion sees and sets their DCA while satmachineadmin is
+admin-only (LNbits refuses its pages and API to them); nobody sees another's data.
+"""
+
+import csv
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("drained_engine")
+
+CLIENT = "/satmachineclient/api/v1"
+ADMIN = "/satmachineadmin/api/v1"
+READS = ["/overview", "/deposits", "/payouts", "/history", "/statement.csv"]
+
+
+@contextmanager
+def admin_only(*extensions: str, admins: tuple = ()) -> Iterator[None]:
+    """LNbits' admin-extensions setting for the length of a test (and the users it
+    counts as admins), restored after: the tests share one server."""
+    from lnbits.settings import settings
+
+    saved = (list(settings.lnbits_admin_extensions), list(settings.lnbits_admin_users))
+    settings.lnbits_admin_extensions = [*saved[0], *extensions]
+    settings.lnbits_admin_users = [*saved[1], *admins]
+    try:
+        yield
+    finally:
+        settings.lnbits_admin_extensions, settings.lnbits_admin_users = saved
+
+
+async def companion_user(factory, wallets: int = 1):
+    """A user who enabled the companion only."""
+    from lnbits.core.services.users import update_user_extensions
+
+    user = await factory.user(wallets=wallets, enable=False)
+    await update_user_extensions(user.id, ["satmachineclient"])
+    return user
+
+
+async def enable_companion(user) -> None:
+    from lnbits.core.services.users import update_user_extensions
+
+    await update_user_extensions(user.id, ["satmachineadmin", "satmachineclient"])
+
+
+async def funded_lp_story(http, factory, lp, operator):
+    """The operator enrols the LP at a GTQ machine, 100.00 GTQ deposited and
+    confirmed; a passer-by sells 30.00 GTQ (4,500 sats at 150 sats/GTQ)."""
+    machine = await factory.machine(operator)
+    client = await factory.enrol(operator, machine, lp, deposit="100.00")
+    customer = await factory.user(enable=False)
+    await factory.fund(customer.wallet, 10_000)
+    played = await factory.cash_out(machine, customer.wallet, "30.00", 4500, 0)
+    assert await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+    return machine, client
+
+
+async def test_lp_with_only_the_companion_while_satmachineadmin_is_admin_only(
+    http, factory, super_user
+):
+    await factory.platform(super_user, "0", None)
+    operator = await factory.operator()
+    lp = await companion_user(factory)
+    with admin_only("satmachineadmin", admins=(operator.id,)):
+        # the operator extension refuses the LP, whatever they enabled
+        refused = await http.get(f"{ADMIN}/lp", headers=lp.invoice)
+        assert refused.status_code == 403, refused.text
+        assert "satmachineadmin" in refused.json()["detail"]
+
+        empty = await http.get(f"{CLIENT}/overview", headers=lp.invoice)
+        assert empty.status_code == 200, empty.text
+        assert empty.json() == {
+            "preferences": None,
+            "positions": [],
+            "totals": {"sats_stacked": 0, "currencies": []},
+        }
+
+        prefs = {"wallet_id": lp.wallet.id, "dca_mode": "fixed"}
+        bad = await http.put(f"{CLIENT}/preferences", headers=lp.admin, json=prefs)
+        assert (bad.status_code, bad.json()["detail"]) == (
+            400,
+            "fixed_mode_daily_limit: required in fixed mode",
+        )
+        typo = await http.put(
+            f"{CLIENT}/preferences",
+            headers=lp.admin,
+            json={**prefs, "fixed_mode_daily_limit": "abc", "colour": "red"},
+        )
+        assert typo.status_code == 400, typo.text
+        assert "colour: is not a known field" in typo.json()["detail"]
+        assert "fixed_mode_daily_limit" in typo.json()["detail"]
+        not_json_object = await http.put(
+            f"{CLIENT}/preferences", headers=lp.admin, json=["wallet_id"]
+        )
+        assert not_json_object.status_code == 400, not_json_object.text
+        saved = await http.put(
+            f"{CLIENT}/preferences",
+            headers=lp.admin,
+            json={
+                "wallet_id": lp.wallet.id,
+                "dca_mode": "flow",
+                "autoforward_enabled": False,
+            },
+        )
+        assert saved.status_code == 200, saved.text
+        assert (saved.json()["user_id"], saved.json()["dca_mode"]) == (lp.id, "flow")
+
+        # the operator (an LNbits admin here) runs the ATM as usual
+        machine, client = await funded_lp_story(http, factory, lp, operator)
+
+        overview = (await http.get(f"{CLIENT}/overview", headers=lp.invoice)).json()
+        assert overview["preferences"]["wallet_id"] == lp.wallet.id
+        [position] = overview["positions"]
+        assert {k: position[k] for k in position if k != "operator_name"} == {
+            "client_id": client["id"],
+            "machine_id": machine["id"],
+            "machine_name": machine["name"],
+            "currency": "GTQ",
+            "status": "active",
+            "dca_mode": "flow",
+            "total_deposits": "100.00",
+            "pending_deposits": "0.00",
+            "total_distributed": "30.00",
+            "remaining_balance": "70.00",
+            "total_converted": "30.00",
+            "sats_stacked": 4500,
+            "average_cost_fiat_per_btc": "666666.67",
+            "cycle_complete": False,
+        }
+        assert overview["totals"] == {
+            "sats_stacked": 4500,
+            "currencies": [
+                {
+                    "currency": "GTQ",
+                    "total_deposits": "100.00",
+                    "remaining_balance": "70.00",
+                    "total_converted": "30.00",
+                    "sats_stacked": 4500,
+                    "average_cost_fiat_per_btc": "666666.67",
+                }
+            ],
+        }
+        assert await factory.balance(lp.wallet) == 4500
+
+        deposits = (await http.get(f"{CLIENT}/deposits", headers=lp.invoice)).json()
+        assert [(d["amount"], d["status"], d["machine_name"]) for d in deposits] == [
+            ("100.00", "confirmed", machine["name"])
+        ]
+        payouts = (await http.get(f"{CLIENT}/payouts", headers=lp.invoice)).json()
+        assert [
+            (
+                p["leg_type"],
+                p["status"],
+                p["amount_sats"],
+                p["amount_fiat"],
+                p["exchange_rate"],
+                p["fiat_per_btc"],
+                p["machine_name"],
+            )
+            for p in payouts
+        ] == [
+            (
+                "dca",
+                "completed",
+                4500,
+                "30.00",
+                "150.00000000",
+                "666666.67",
+                machine["name"],
+            )
+        ]
+        [series] = (await http.get(f"{CLIENT}/history", headers=lp.invoice)).json()
+        assert series["client_id"] == client["id"]
+        assert [(p["balance"], p["sats_stacked"]) for p in series["points"]] == [
+            ("100.00", 0),
+            ("70.00", 4500),
+        ]
+
+        statement = await http.get(f"{CLIENT}/statement.csv", headers=lp.invoice)
+        assert statement.status_code == 200
+        assert statement.headers["content-type"].startswith("text/csv")
+        assert "attachment" in statement.headers["content-disposition"]
+        rows = list(csv.DictReader(io.StringIO(statement.text)))
+        assert [
+            (r["kind"], r["status"], r["fiat"], r["sats"], r["fiat_per_btc"])
+            for r in rows
+        ] == [
+            ("deposit", "confirmed", "100.00", "", ""),
+            ("dca", "completed", "30.00", "4500", "666666.67"),
+            ("total_deposited", "", "100.00", "", ""),
+            ("total_converted", "", "30.00", "4500", "666666.67"),
+            ("remaining_balance", "", "70.00", "", ""),
+        ]
+        assert {r["machine"] for r in rows} == {machine["name"]}
+
+        # what the LP saved is what the operator's engine uses
+        from satmachineadmin import crud
+
+        stored = await crud.get_lp_preferences(lp.id)
+        assert stored and stored.wallet_id == lp.wallet.id
+
+
+async def test_companion_authorization(http, factory, super_user):
+    await factory.platform(super_user, "0", None)
+    operator = await factory.operator()
+    lp = await companion_user(factory)
+    other_lp = await companion_user(factory)
+    for who in (lp, other_lp):
+        response = await http.put(
+            f"{CLIENT}/preferences",
+            headers=who.admin,
+            json={"wallet_id": who.wallet.id, "dca_mode": "flow"},
+        )
+        assert response.status_code == 200, response.text
+    await funded_lp_story(http, factory, lp, operator)
+
+    # no key; a key of no wallet (LNbits answers that one "Wallet not found")
+    for path in READS:
+        assert (await http.get(CLIENT + path)).status_code == 401, path
+        wrong = {"X-Api-Key": "0" * 32}
+        assert (await http.get(CLIENT + path, headers=wrong)).status_code == 404
+    no_key = await http.put(f"{CLIENT}/preferences", json={"wallet_id": "x"})
+    assert no_key.status_code == 401
+    # reading takes an invoice key, writing an admin key
+    read_only = await http.put(
+        f"{CLIENT}/preferences",
+        headers=lp.invoice,
+        json={"wallet_id": lp.wallet.id, "dca_mode": "flow"},
+    )
+    assert read_only.status_code == 403, read_only.text
+
+    # the operator has not enabled the companion: LNbits refuses them
+    refused = await http.get(f"{CLIENT}/overview", headers=operator.invoice)
+    assert refused.status_code == 403, refused.text
+    assert "satmachineclient" in refused.json()["detail"]
+    # once they enable it, they see their own LP data (none), not their LPs'
+    await enable_companion(operator)
+    for path in ("/deposits", "/payouts", "/history"):
+        answer = await http.get(CLIENT + path, headers=operator.invoice)
+        assert (answer.status_code, answer.json()) == (200, []), path
+    mine = (await http.get(f"{CLIENT}/overview", headers=operator.invoice)).json()
+    assert (mine["preferences"], mine["positions"]) == (None, [])
+    statement = await http.get(f"{CLIENT}/statement.csv", headers=operator.invoice)
+    assert len(list(csv.reader(io.StringIO(statement.text)))) == 1  # the header
+
+    # another LP sees only their own preferences and nothing of the first LP's
+    theirs = (await http.get(f"{CLIENT}/overview", headers=other_lp.invoice)).json()
+    assert theirs["preferences"]["user_id"] == other_lp.id
+    assert theirs["positions"] == []
+    for path in ("/deposits", "/payouts", "/history"):
+        answer = await http.get(CLIENT + path, headers=other_lp.invoice)
+        assert (answer.status_code, answer.json()) == (200, []), path
+    # and cannot point their DCA at the first LP's wallet
+    stolen = await http.put(
+        f"{CLIENT}/preferences",
+        headers=other_lp.admin,
+        json={"wallet_id": lp.wallet.id, "dca_mode": "flow"},
+    )
+    assert stolen.status_code == 403, stolen.text
+    assert (await factory.balance(lp.wallet)) == 4500
+
+    # the companion itself admin-only: LNbits refuses the LP there too
+    with admin_only("satmachineclient"):
+        closed = await http.get(f"{CLIENT}/overview", headers=lp.invoice)
+        assert closed.status_code == 403, closed.text
+
+
+async def test_companion_without_the_operator_extension_says_so(http, factory):
+    from lnbits.settings import settings
+
+    lp = await companion_user(factory)
+    settings.lnbits_deactivated_extensions.add("satmachineadmin")
+    try:
+        answer = await http.get(f"{CLIENT}/overview", headers=lp.invoice)
+    finally:
+        settings.lnbits_deactivated_extensions.discard("satmachineadmin")
+    assert answer.status_code == 503, answer.text
+    assert "satmachineadmin is not installed and active" in answer.json()["detail"]
+    again = await http.get(f"{CLIENT}/overview", headers=lp.invoice)
+    assert again.status_code == 200, again.text
+
+
+async def test_companion_page_is_served_to_an_lp_with_only_the_companion(http, factory):
+    """The page itself: LNbits serves it to a logged-in LP who enabled only the
+    companion, and refuses the operator extension's page to them."""
+    from time import time
+
+    from lnbits.core.models.users import AccessTokenPayload
+    from lnbits.helpers import create_access_token
+
+    lp = await companion_user(factory)
+    payload = AccessTokenPayload(sub="", usr=lp.id, auth_time=int(time()))
+    headers = {"Authorization": f"Bearer {create_access_token(payload.dict())}"}
+    page = await http.get("/satmachineclient/", headers=headers)
+    assert page.status_code == 200, page.text[:300]
+    assert 'data-testid="satmachineclient-page"' in page.text
+    operator_page = await http.get("/satmachineadmin/", headers=headers)
+    assert operator_page.status_code == 403
