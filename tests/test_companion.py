@@ -219,7 +219,7 @@ async def test_companion_authorization(http, factory, super_user):
             json={"wallet_id": who.wallet.id, "dca_mode": "flow"},
         )
         assert response.status_code == 200, response.text
-    await funded_lp_story(http, factory, lp, operator)
+    machine, _ = await funded_lp_story(http, factory, lp, operator)
 
     # no key; a key of no wallet (LNbits answers that one "Wallet not found")
     for path in READS:
@@ -250,13 +250,24 @@ async def test_companion_authorization(http, factory, super_user):
     statement = await http.get(f"{CLIENT}/statement.csv", headers=operator.invoice)
     assert len(list(csv.reader(io.StringIO(statement.text)))) == 1  # the header
 
-    # another LP sees only their own preferences and nothing of the first LP's
+    # another LP at the same machine sees only their own deposit and position
+    await factory.enrol(operator, machine, other_lp, deposit="50.00")
     theirs = (await http.get(f"{CLIENT}/overview", headers=other_lp.invoice)).json()
     assert theirs["preferences"]["user_id"] == other_lp.id
-    assert theirs["positions"] == []
-    for path in ("/deposits", "/payouts", "/history"):
-        answer = await http.get(CLIENT + path, headers=other_lp.invoice)
-        assert (answer.status_code, answer.json()) == (200, []), path
+    assert [
+        (p["machine_id"], p["total_deposits"], p["sats_stacked"])
+        for p in theirs["positions"]
+    ] == [(machine["id"], "50.00", 0)]
+    deposits = (await http.get(f"{CLIENT}/deposits", headers=other_lp.invoice)).json()
+    assert [d["amount"] for d in deposits] == ["50.00"]
+    payouts = (await http.get(f"{CLIENT}/payouts", headers=other_lp.invoice)).json()
+    assert payouts == []
+    [series] = (await http.get(f"{CLIENT}/history", headers=other_lp.invoice)).json()
+    assert [(p["balance"], p["sats_stacked"]) for p in series["points"]] == [
+        ("50.00", 0)
+    ]
+    statement = await http.get(f"{CLIENT}/statement.csv", headers=other_lp.invoice)
+    assert lp.id not in statement.text and "4500" not in statement.text
     # and cannot point their DCA at the first LP's wallet
     stolen = await http.put(
         f"{CLIENT}/preferences",
@@ -303,3 +314,70 @@ async def test_companion_page_is_served_to_an_lp_with_only_the_companion(http, f
     assert 'data-testid="satmachineclient-page"' in page.text
     operator_page = await http.get("/satmachineadmin/", headers=headers)
     assert operator_page.status_code == 403
+
+
+async def test_positions_across_operators_and_currencies(http, factory, super_user):
+    """Two operators enrolled one LP, at a GTQ and a USD machine: one position each,
+    sats added up, fiat totals kept per currency, both in the history and statement."""
+    await factory.platform(super_user, "0", None)
+    lp = await companion_user(factory)
+    response = await http.put(
+        f"{CLIENT}/preferences",
+        headers=lp.admin,
+        json={"wallet_id": lp.wallet.id, "dca_mode": "flow"},
+    )
+    assert response.status_code == 200, response.text
+    gtq, _ = await funded_lp_story(http, factory, lp, await factory.operator())
+    usd_operator = await factory.operator()
+    usd = await factory.machine(usd_operator, currency="USD")
+    await factory.enrol(usd_operator, usd, lp, deposit="20.00")
+    customer = await factory.user(enable=False)
+    await factory.fund(customer.wallet, 10_000)
+    played = await factory.cash_out(usd, customer.wallet, "10.00", 1500, 0)
+    assert await factory.settlement_of(played["payment_hash"])
+    await factory.run_engine()
+
+    overview = (await http.get(f"{CLIENT}/overview", headers=lp.invoice)).json()
+    assert sorted(
+        (p["currency"], p["remaining_balance"], p["sats_stacked"])
+        for p in overview["positions"]
+    ) == [("GTQ", "70.00", 4500), ("USD", "10.00", 1500)]
+    assert overview["totals"]["sats_stacked"] == 6000
+    assert [
+        (c["currency"], c["total_deposits"], c["average_cost_fiat_per_btc"])
+        for c in overview["totals"]["currencies"]
+    ] == [("GTQ", "100.00", "666666.67"), ("USD", "20.00", "666666.67")]
+    history = (await http.get(f"{CLIENT}/history", headers=lp.invoice)).json()
+    assert {s["machine_id"]: s["points"][-1]["sats_stacked"] for s in history} == {
+        gtq["id"]: 4500,
+        usd["id"]: 1500,
+    }
+    statement = await http.get(f"{CLIENT}/statement.csv", headers=lp.invoice)
+    rows = list(csv.DictReader(io.StringIO(statement.text)))
+    payouts = [(r["currency"], r["sats"]) for r in rows if r["kind"] == "dca"]
+    assert sorted(payouts) == [("GTQ", "4500"), ("USD", "1500")]
+    # rows are in time order, totals last
+    dated = [r["date"] for r in rows if r["date"]]
+    assert dated == sorted(dated)
+    assert [r["kind"] for r in rows[-6:]].count("total_converted") == 2
+
+
+def test_bridge_names_the_operator_extension_as_lnbits_does():
+    """LNbits imports an extension as its id with a custom extensions path and as
+    lnbits.extensions.<id> with the default one (lnbits/core/models/extensions.py)."""
+    import sys
+
+    from lnbits.settings import settings
+    from satmachineclient import bridge
+
+    assert bridge.operator_package() == "satmachineadmin"
+    assert (
+        bridge.operator_module("services.lp_view")
+        is sys.modules["satmachineadmin.services.lp_view"]
+    )
+    saved = settings.lnbits_extensions_path
+    settings.lnbits_extensions_path = "lnbits"
+    try:
+        assert bridge.operator_package() == "lnbits.extensions.satmachineadmin"
+    finally:
+        settings.lnbits_extensions_path = saved
