@@ -200,11 +200,40 @@ async def test_lp_with_only_the_companion_while_satmachineadmin_is_admin_only(
         ]
         assert {r["machine"] for r in rows} == {machine["name"]}
 
-        # what the LP saved is what the operator's engine uses
+        # fixed mode with a daily limit, payouts forwarded: what the LP saves here
+        # is what the operator's engine reads
+        second = await factory.wallet(lp, "savings")
+        fixed = await http.put(
+            f"{CLIENT}/preferences",
+            headers=lp.admin,
+            json={
+                "wallet_id": second.id,
+                "dca_mode": "fixed",
+                "fixed_mode_daily_limit": "25.50",
+                "autoforward_enabled": True,
+                "autoforward_ln_address": "Bea@Example.com",
+            },
+        )
+        assert fixed.status_code == 200, fixed.text
         from satmachineadmin import crud
 
         stored = await crud.get_lp_preferences(lp.id)
-        assert stored and stored.wallet_id == lp.wallet.id
+        assert stored is not None
+        assert (
+            stored.wallet_id,
+            stored.dca_mode,
+            stored.fixed_mode_daily_limit,
+            stored.autoforward_enabled,
+            stored.autoforward_ln_address,
+        ) == (second.id, "fixed", "25.50", True, "bea@example.com")
+        shown = (await http.get(f"{CLIENT}/overview", headers=lp.invoice)).json()
+        assert shown["positions"][0]["dca_mode"] == "fixed"
+        audit = await crud.db.fetchall(
+            "SELECT action FROM satmachineadmin.audit_log "
+            "WHERE actor_user_id = :user AND entity_id = :user",
+            {"user": lp.id},
+        )
+        assert [row["action"] for row in audit] == ["lp.preferences"] * 2
 
 
 async def test_companion_authorization(http, factory, super_user):
@@ -314,6 +343,8 @@ async def test_companion_page_is_served_to_an_lp_with_only_the_companion(http, f
     assert 'data-testid="satmachineclient-page"' in page.text
     operator_page = await http.get("/satmachineadmin/", headers=headers)
     assert operator_page.status_code == 403
+    tile = await http.get("/satmachineclient/static/image/satmachineclient.png")
+    assert (tile.status_code, tile.headers["content-type"]) == (200, "image/png")
 
 
 async def test_positions_across_operators_and_currencies(http, factory, super_user):
@@ -381,3 +412,29 @@ def test_bridge_names_the_operator_extension_as_lnbits_does():
         assert bridge.operator_package() == "lnbits.extensions.satmachineadmin"
     finally:
         settings.lnbits_extensions_path = saved
+
+
+def test_the_companion_reaches_satmachineadmin_only_through_its_bridge():
+    """companion/ is another extension: its relative imports stay inside it, it never
+    imports satmachineadmin by name, and each module it asks the bridge for exists
+    (a rename in satmachineadmin fails here, not on an LP's page)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    companion = repo / "companion"
+    asked = set()
+    for path in companion.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level in (0, 1), f"{path.name} imports outside companion/"
+                assert "satmachineadmin" not in (node.module or ""), path.name
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+                assert not any("satmachineadmin" in n for n in names), path.name
+        asked |= set(re.findall(r'operator_module\("([\w.]+)"\)', path.read_text()))
+    assert asked == {"api.route", "errors", "models", "services.lp_view"}
+    for name in asked:
+        assert (repo / (name.replace(".", "/") + ".py")).is_file(), name
