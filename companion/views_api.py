@@ -37,6 +37,8 @@ class CompanionRoute(APIRoute):
         async def checked_handler(request: Request) -> Response:
             try:
                 return await handler(request)
+            except HTTPException:
+                raise  # LNbits' key and access checks, the bridge's 503: as they are
             except RequestValidationError as exc:
                 raise HTTPException(
                     HTTPStatus.BAD_REQUEST, _describe(list(exc.errors()))

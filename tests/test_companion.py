@@ -319,10 +319,12 @@ async def test_companion_without_the_operator_extension_says_so(http, factory):
     settings.lnbits_deactivated_extensions.add("satmachineadmin")
     try:
         answer = await http.get(f"{CLIENT}/overview", headers=lp.invoice)
+        no_key = await http.get(f"{CLIENT}/overview")
     finally:
         settings.lnbits_deactivated_extensions.discard("satmachineadmin")
     assert answer.status_code == 503, answer.text
     assert "satmachineadmin is not installed and active" in answer.json()["detail"]
+    assert no_key.status_code == 401, no_key.text  # LNbits' answer, not a 503
     again = await http.get(f"{CLIENT}/overview", headers=lp.invoice)
     assert again.status_code == 200, again.text
 
