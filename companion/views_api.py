@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from lnbits.core.models import WalletTypeInfo
 from lnbits.decorators import require_admin_key, require_invoice_key
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from .bridge import operator_module
 
@@ -29,7 +30,8 @@ def _describe(errors: list[dict]) -> str:
 
 class CompanionRoute(APIRoute):
     """Domain refusals of the operator extension keep their status and reason;
-    malformed input is a 400 naming each bad field."""
+    malformed input is a 400 naming each bad field; a write a concurrent one beat
+    to a unique key is a 409 (as satmachineadmin's api/route.py words them)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -46,6 +48,13 @@ class CompanionRoute(APIRoute):
             except ValidationError as exc:
                 raise HTTPException(
                     HTTPStatus.BAD_REQUEST, _describe([dict(e) for e in exc.errors()])
+                ) from None
+            except IntegrityError:
+                # two first saves of one LP's preferences at once: one wins
+                raise HTTPException(
+                    HTTPStatus.CONFLICT,
+                    "a concurrent request changed the same thing first: "
+                    "reload to see what is saved, then try again if still needed",
                 ) from None
             except Exception as exc:
                 errors = operator_module("errors")

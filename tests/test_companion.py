@@ -440,3 +440,23 @@ def test_the_companion_reaches_satmachineadmin_only_through_its_bridge():
     assert asked == {"api.route", "errors", "models", "services.lp_view"}
     for name in asked:
         assert (repo / (name.replace(".", "/") + ".py")).is_file(), name
+
+
+async def test_two_first_saves_at_once_keep_one_row(http, factory):
+    """Two first saves of one LP's preferences racing: both answer (200, or 409
+    for the one a unique key refused), one row is stored, never a 500."""
+    import asyncio
+
+    lp = await companion_user(factory, wallets=2)
+    bodies = [{"wallet_id": w.id, "dca_mode": "flow"} for w in lp.wallets]
+    answers = await asyncio.gather(
+        *(http.put(f"{CLIENT}/preferences", headers=lp.admin, json=b) for b in bodies)
+    )
+    assert sorted(a.status_code for a in answers) in ([200, 200], [200, 409])
+    from satmachineadmin import crud
+
+    rows = await crud.db.fetchall(
+        "SELECT wallet_id FROM satmachineadmin.lp_preferences WHERE user_id = :u",
+        {"u": lp.id},
+    )
+    assert len(rows) == 1 and rows[0]["wallet_id"] in {w.id for w in lp.wallets}
