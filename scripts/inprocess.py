@@ -24,6 +24,8 @@ def prepare(
     workdir = Path(tempfile.mkdtemp(prefix="satmachine-"))
     (workdir / "extensions").mkdir()
     (workdir / "extensions" / "satmachineadmin").symlink_to(REPO)
+    # the LP-facing companion (companion/, docs/companion.md), loaded beside it
+    (workdir / "extensions" / "satmachineclient").symlink_to(REPO / "companion")
     spec = importlib.util.find_spec("lnbits")
     assert spec and spec.submodule_search_locations
     (workdir / "lnbits").symlink_to(next(iter(spec.submodule_search_locations)))

@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
         "services.manual",
         "services.settle",
         "services.reports",
+        "services.lp_view",
     },
     {"api.route", "api.auth", "api.lamassu"},
     {"views_api", "views"},
@@ -43,6 +44,8 @@ LAYERS: list[set[str]] = [
 ]
 PACKAGES = {"engine", "lamassu", "services", "api"}
 SKIPPED = {"tests", "bench", "scripts", "docs", "static", "templates", "node_modules"}
+# companion/ is another extension (satmachineclient): its own package, checked below.
+SKIPPED.add("companion")
 
 
 def extension_modules() -> dict[str, Path]:

@@ -102,6 +102,8 @@ class Server:
 def start_server(runtime: Path, port: int) -> tuple[subprocess.Popen, Path]:
     (runtime / "extensions").mkdir()
     (runtime / "extensions" / EXT).symlink_to(REPO)
+    # the LP-facing companion, beside it (tests/browser/test_companion_page.py)
+    (runtime / "extensions" / "satmachineclient").symlink_to(REPO / "companion")
     spec = importlib.util.find_spec("lnbits")
     assert spec and spec.submodule_search_locations
     (runtime / "lnbits").symlink_to(next(iter(spec.submodule_search_locations)))
