@@ -35,6 +35,8 @@ LAYERS: list[set[str]] = [
         "services.manual",
         "services.settle",
         "services.reports",
+        "services.statement",
+        "services.void",
     },
     {"api.route", "api.auth", "api.lamassu"},
     {"views_api", "views"},
