@@ -422,3 +422,77 @@ async def test_the_platform_sees_every_operator_read_only(http, factory, super_u
     for caller in (op_a, op_b):
         refused = await http.get(f"{API}/super/overview", headers=caller.admin)
         assert refused.status_code == 403
+
+
+async def test_payments_table_counts_and_marks_estimated_legs(http, factory):
+    """GET /legs: X-Total-Count for paging, and `estimated` on the legs of a
+    settlement whose principal was estimated (a Lamassu row without a ticker)."""
+    from decimal import Decimal
+
+    from lnbits.db import insert_query, model_to_dict
+
+    from satmachineadmin import crud
+    from satmachineadmin.intake import settlement_draft
+    from satmachineadmin.models import Leg
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    row = await crud.get_machine(machine["id"])
+    assert row
+    settlements = [
+        settlement_draft(
+            machine=row,
+            super_fee_fraction=Decimal(0),
+            source="lamassu",
+            external_id=f"estimated-{i}",
+            tx_type="cash_out",
+            fiat_amount_minor=100,
+            principal_sats=150,
+            fee_sats=0,
+            wire_sats=150,
+            estimated=(i == 0),
+        ).copy(update={"status": "processed"})
+        for i in range(2)
+    ]
+    legs = [
+        Leg(
+            id=crud.new_id(),
+            idempotency_key=f"estimated:{s.id}:{n}",
+            settlement_id=s.id,
+            machine_id=row.id,
+            operator_user_id=row.operator_user_id,
+            leg_type="operator_split",
+            status="completed",
+            amount_sats=1,
+            created_at=s.created_at,
+            updated_at=s.created_at,
+        )
+        for s in settlements
+        for n in range(3)
+    ]
+    async with crud.transaction() as tx:
+        for s in settlements:
+            await tx.execute(
+                insert_query("satmachineadmin.settlements", s), model_to_dict(s)
+            )
+        await tx.execute_many(
+            insert_query("satmachineadmin.legs", legs[0]),
+            [model_to_dict(leg) for leg in legs],
+        )
+    page = await http.get(
+        f"{API}/legs",
+        headers=operator.invoice,
+        params={"machine_id": machine["id"], "limit": 4},
+    )
+    assert page.status_code == 200
+    assert page.headers["x-total-count"] == "6" and len(page.json()) == 4
+    everything = (
+        await http.get(
+            f"{API}/legs",
+            headers=operator.invoice,
+            params={"machine_id": machine["id"]},
+        )
+    ).json()
+    marked = {leg["settlement_id"] for leg in everything if leg["estimated"]}
+    assert marked == {settlements[0].id}
+    assert sum(leg["estimated"] for leg in everything) == 3
