@@ -56,10 +56,13 @@ async def void_settlement(
                     "a leg of this settlement was paid or is in flight (or the "
                     "settlement changed meanwhile): nothing was voided"
                 )
+            # What the voided legs held of their LPs' balances (as crud releases it).
             released = sum(
                 leg.amount_fiat_minor or 0
                 for leg in voided
-                if leg.client_id and leg.status != "skipped"
+                if leg.client_id
+                and leg.leg_type in crud.BALANCE_LEG_TYPES
+                and leg.status in crud.RESERVING_STATUSES
             )
             await crud.add_audit(
                 tx,

@@ -21,12 +21,7 @@ window.app.component('sm-audit-tab', {
           'left',
           {format: id => (id === this.g.user.id ? 'you' : this.short(id))}
         ],
-        [
-          'detail',
-          'Detail',
-          'left',
-          {format: d => this.detailText(d), classes: 'sm-wrap'}
-        ]
+        ['detail', 'Detail', 'left']
       ])
     }
   },

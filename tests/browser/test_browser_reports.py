@@ -197,6 +197,11 @@ async def test_lp_lands_on_my_dca_with_deposits_and_statement(
     assert MACHINE in body and "666666.67" in body and "pending" in body, body
     await ui.shot(printable, shots_dir, "lp-statement-printable")
     await printable.close()
+
+    # an LP who starts operating asks for the operator's tabs
+    await page.get_by_test_id("show-operator-tabs").click()
+    await page.get_by_role("tab", name="Machines").wait_for()
+    await page.get_by_text("No machine yet").wait_for()
     assert page.errors == []
 
 
