@@ -536,6 +536,10 @@ async def world(http, factory, super_user) -> dict:
     secrets |= {d["id"] for d in deposits}
     secrets |= {world["deposit_to_confirm"], world["deposit_to_cancel"]}
     world["a_ids"] = secrets
+    # The other LP's own rows at A's machine: never shown to the LP caller.
+    world["other_lp_ids"] = {settle_client["id"]} | {
+        d["id"] for d in deposits if d["client_id"] == settle_client["id"]
+    }
     return world
 
 
@@ -590,6 +594,10 @@ async def test_matrix(http, world, caller):
             or (caller == "lp" and row.path.startswith("/lp"))
             or (caller == "super" and row.path.startswith("/super"))
         )
+        if caller == "lp" and row.path.startswith("/lp"):
+            theirs = [i for i in world["other_lp_ids"] if i in response.text]
+            if theirs:
+                failures.append(f"{where}: shows another LP's {theirs}")
         if not owner:
             sent = url + repr(params) + repr(body)
             shown = [i for i in world["a_ids"] if i in response.text and i not in sent]
