@@ -1958,3 +1958,231 @@ async def legs_paying_invoices(payment_hashes: Sequence[str]) -> list[Leg]:
         keys,
         Leg,
     )
+
+
+# ---------------------------------------------------------------- void, statements,
+# platform view (issue 16)
+
+
+async def void_settlement(
+    tx: Tx, settlement_id: str, token: str, reason: str
+) -> Optional[list[Leg]]:
+    """Write a settlement off: every open leg voided (its LP reservation released),
+    then the settlement `voided`, in the caller's transaction. The caller holds the
+    settlement's claim (`token`), so no worker pays one of its legs meanwhile.
+
+    Every step is a guarded UPDATE, and None (nothing to commit: the caller rolls
+    back) answers any of: a leg completed or in flight, a leg that changed status
+    since it was read (a payment completing concurrently: on PostgreSQL the UPDATE
+    waits for that transaction and then finds the row changed), or a claim lost.
+    Returns the legs voided."""
+    legs = await tx.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE settlement_id = :id "
+        "AND leg_type <> 'autoforward' ORDER BY id",
+        {"id": settlement_id},
+        Leg,
+    )
+    voided = []
+    for leg in legs:
+        if leg.status == "voided":
+            continue
+        if leg.status not in ("pending", "failed", "skipped"):
+            return None
+        if leg.in_flight_since is not None:
+            return None
+        changed = await tx.execute(
+            "UPDATE satmachineadmin.legs SET status = 'voided', updated_at = :now, "
+            "error = :reason, claimed_until = NULL, claim_token = NULL "
+            "WHERE id = :id AND status = :status AND in_flight_since IS NULL",
+            {"id": leg.id, "status": leg.status, "now": now(), "reason": reason},
+        )
+        if changed != 1:
+            return None
+        released = _reserves(leg, leg.status)
+        if leg.client_id and released:
+            await add_client_totals(tx, leg.client_id, reserved_minor=-released)
+        voided.append(leg)
+    changed = await tx.execute(
+        """
+        UPDATE satmachineadmin.settlements
+        SET status = 'voided', error = :reason, next_attempt_at = 0,
+            claim_token = NULL, claimed_until = NULL, updated_at = :now
+        WHERE id = :id AND status = 'processing' AND claim_token = :token
+          AND NOT EXISTS (
+              SELECT 1 FROM satmachineadmin.legs l
+              WHERE l.settlement_id = :id AND l.leg_type <> 'autoforward'
+                AND (l.status = 'completed' OR l.in_flight_since IS NOT NULL))
+        """,
+        {"id": settlement_id, "token": token, "reason": reason, "now": now()},
+    )
+    return voided if changed == 1 else None
+
+
+async def count_legs(
+    *,
+    operator_user_id: str,
+    machine_id: Optional[str] = None,
+    client_id: Optional[str] = None,
+    leg_type: Optional[str] = None,
+    status: Optional[str] = None,
+    settlement_id: Optional[str] = None,
+    since: Optional[int] = None,
+    until: Optional[int] = None,
+) -> int:
+    """How many legs list_legs would page through (for X-Total-Count)."""
+    columns = {
+        "machine_id": machine_id,
+        "client_id": client_id,
+        "leg_type": leg_type,
+        "status": status,
+        "settlement_id": settlement_id,
+    }
+    where, values = _leg_where(operator_user_id, None, columns, since, until)
+    row: Any = await db.fetchone(
+        f"SELECT COUNT(*) AS n FROM satmachineadmin.legs l WHERE {' AND '.join(where)}",
+        values,
+    )
+    return int(row["n"])
+
+
+async def estimated_settlement_ids(settlement_ids: Sequence[str]) -> set[str]:
+    """Those of the settlements whose principal was estimated (a Lamassu row
+    without a ticker price)."""
+    wanted = sorted({s for s in settlement_ids if s})
+    if not wanted:
+        return set()
+    keys = {f"s{i}": s for i, s in enumerate(wanted)}
+    marks = ", ".join(f":{k}" for k in keys)
+    rows: Any = await db.fetchall(
+        f"SELECT id FROM satmachineadmin.settlements WHERE id IN ({marks}) "
+        "AND estimated = TRUE",
+        keys,
+    )
+    return {row["id"] for row in rows}
+
+
+async def list_user_deposits(user_id: str) -> list[Deposit]:
+    """The LP's own deposits at every machine that enrolled them, newest first."""
+    return await db.fetchall(
+        "SELECT d.* FROM satmachineadmin.deposits d "
+        "JOIN satmachineadmin.clients c ON c.id = d.client_id "
+        "WHERE c.user_id = :user ORDER BY d.created_at DESC, d.id DESC",
+        {"user": user_id},
+        Deposit,
+    )
+
+
+async def iter_user_completed_legs(
+    user_id: str, leg_types: Sequence[str], page_size: int = 2000
+) -> AsyncIterator[list[Leg]]:
+    """The LP's own completed legs of those types (their payouts: dca, fixed,
+    settlement; their forwards: autoforward), oldest completion first, a page at a
+    time (keyset on completed_at, id)."""
+    types = {f"t{i}": t for i, t in enumerate(leg_types)}
+    marks = ", ".join(f":{k}" for k in types)
+    after: Optional[tuple[int, str]] = None
+    while True:
+        values: dict[str, Any] = {"user": user_id, "page": page_size, **types}
+        keyset = ""
+        if after is not None:
+            keyset = (
+                "AND (l.completed_at > :after_t "
+                "OR (l.completed_at = :after_t AND l.id > :after_id))"
+            )
+            values.update(after_t=after[0], after_id=after[1])
+        page = await db.fetchall(
+            "SELECT l.* FROM satmachineadmin.legs l "
+            "JOIN satmachineadmin.clients c ON c.id = l.client_id "
+            "WHERE c.user_id = :user AND l.status = 'completed' "
+            f"AND l.leg_type IN ({marks}) "
+            f"AND l.completed_at IS NOT NULL {keyset} "
+            "ORDER BY l.completed_at, l.id LIMIT :page",
+            values,
+            Leg,
+        )
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        after = (page[-1].completed_at or 0, page[-1].id)
+
+
+async def list_all_machines() -> list[Machine]:
+    """Every operator's machines (the platform's read-only view)."""
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.machines "
+        "ORDER BY operator_user_id, created_at, id",
+        {},
+        Machine,
+    )
+
+
+async def iter_all_settlements(
+    *,
+    page_size: int = 1000,
+    since: Optional[int] = None,
+    until: Optional[int] = None,
+) -> AsyncIterator[list[Settlement]]:
+    """Every operator's settlements, oldest first, a page at a time (keyset)."""
+    where = ["1 = 1"]
+    values: dict[str, Any] = {}
+    if since is not None:
+        where.append("created_at >= :since")
+        values["since"] = since
+    if until is not None:
+        where.append("created_at < :until")
+        values["until"] = until
+    after: Optional[tuple[int, str]] = None
+    while True:
+        keyset = list(where)
+        if after is not None:
+            keyset.append(
+                "(created_at > :after_t OR (created_at = :after_t AND id > :after_id))"
+            )
+            values.update(after_t=after[0], after_id=after[1])
+        page = await db.fetchall(
+            f"SELECT * FROM satmachineadmin.settlements WHERE {' AND '.join(keyset)} "
+            "ORDER BY created_at, id LIMIT :page",
+            {**values, "page": page_size},
+            Settlement,
+        )
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        after = (page[-1].created_at, page[-1].id)
+
+
+async def platform_fees_paid(
+    since: Optional[int] = None, until: Optional[int] = None
+) -> AsyncIterator[list[Any]]:
+    """The completed super_fee legs (what the platform actually received), as rows
+    of (machine_id, operator_user_id, amount_sats, completed_at, id), a page at a
+    time."""
+    where = ["leg_type = 'super_fee'", "status = 'completed'"]
+    values: dict[str, Any] = {}
+    if since is not None:
+        where.append("created_at >= :since")
+        values["since"] = since
+    if until is not None:
+        where.append("created_at < :until")
+        values["until"] = until
+    after: Optional[tuple[int, str]] = None
+    while True:
+        keyset = list(where)
+        if after is not None:
+            keyset.append(
+                "(created_at > :after_t OR (created_at = :after_t AND id > :after_id))"
+            )
+            values.update(after_t=after[0], after_id=after[1])
+        page: Any = await db.fetchall(
+            "SELECT id, machine_id, operator_user_id, amount_sats, created_at, "
+            "completed_at FROM satmachineadmin.legs "
+            f"WHERE {' AND '.join(keyset)} ORDER BY created_at, id LIMIT :page",
+            {**values, "page": 2000},
+        )
+        if page:
+            yield page
+        if len(page) < 2000:
+            return
+        after = (page[-1]["created_at"], page[-1]["id"])

@@ -27,7 +27,7 @@ DepositStatus = Literal["pending", "confirmed", "cancelled"]
 SettlementSource = Literal["bitspire", "lamassu", "manual"]
 TxType = Literal["cash_out", "cash_in"]
 SettlementStatus = Literal[
-    "pending", "processing", "processed", "errored", "rejected", "held"
+    "pending", "processing", "processed", "errored", "rejected", "held", "voided"
 ]
 LegType = Literal[
     "super_fee", "operator_split", "dca", "autoforward", "fixed", "settlement"
@@ -624,6 +624,8 @@ class LegOut(BaseModel):
     fee_msat: Optional[int] = None
     in_flight: bool = False
     in_flight_since: Optional[str] = None
+    # Its settlement's principal was estimated (a Lamassu row without a ticker).
+    estimated: bool = False
 
 
 class NoteOut(BaseModel):
@@ -863,6 +865,12 @@ class NoteIn(_Request):
 
 
 class RejectIn(_Request):
+    reason: str = Field(..., min_length=1, max_length=500)
+
+
+class VoidIn(_Request):
+    """Why a settlement is written off: required, kept on it and in the audit."""
+
     reason: str = Field(..., min_length=1, max_length=500)
 
 

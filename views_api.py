@@ -55,6 +55,7 @@ from .models import (
     TxType,
     UpdateClient,
     UpdateMachine,
+    VoidIn,
     audit_out,
     balance_out,
     client_out,
@@ -75,6 +76,8 @@ from .services import (
     platform,
     reports,
     settle,
+    statement,
+    void,
 )
 from .services.access import operator_client, operator_machine, operator_settlement
 
@@ -376,6 +379,18 @@ async def api_reject_settlement(
     return settlement_out(settlement, await crud.list_notes(settlement.id))
 
 
+@route.post("/settlements/{settlement_id}/void", response_model=SettlementOut)
+async def api_void_settlement(
+    settlement_id: str, data: VoidIn, operator: str = Depends(operator_writer)
+) -> SettlementOut:
+    settlement = await void.void_settlement(operator, settlement_id, data.reason)
+    return settlement_out(
+        settlement,
+        await crud.list_notes(settlement.id),
+        await crud.list_settlement_legs(settlement.id),
+    )
+
+
 @route.post(
     "/settlements/{settlement_id}/notes",
     status_code=HTTPStatus.CREATED,
@@ -398,10 +413,22 @@ async def api_add_note(
 @route.get("/legs", response_model=list[LegOut])
 @route.get("/payments", response_model=list[LegOut])
 async def api_list_legs(
-    filters: LegFilters = Depends(leg_filters), operator: str = Depends(operator_reader)
+    response: Response,
+    filters: LegFilters = Depends(leg_filters),
+    operator: str = Depends(operator_reader),
 ) -> list[LegOut]:
     legs = await crud.list_legs(operator_user_id=operator, **filters.dict())
-    return [leg_out(leg) for leg in legs]
+    counted = filters.dict(exclude={"limit", "offset"})
+    response.headers["X-Total-Count"] = str(
+        await crud.count_legs(operator_user_id=operator, **counted)
+    )
+    estimated = await crud.estimated_settlement_ids(
+        [leg.settlement_id or "" for leg in legs]
+    )
+    return [
+        leg_out(leg).copy(update={"estimated": leg.settlement_id in estimated})
+        for leg in legs
+    ]
 
 
 @route.get("/legs.csv")
@@ -514,7 +541,47 @@ async def api_lp_legs(
     return [leg_out(leg) for leg in legs]
 
 
+@route.get("/lp/deposits", response_model=list[DepositOut])
+async def api_lp_deposits(user: str = Depends(lp_reader)) -> list[DepositOut]:
+    return [deposit_out(d) for d in await crud.list_user_deposits(user)]
+
+
+@route.get("/lp/statement")
+async def api_lp_statement(
+    period: Literal["day", "week", "month"] = "month",
+    user: str = Depends(lp_reader),
+) -> dict:
+    return await statement.statement(user, period)
+
+
+@route.get("/lp/statement.csv")
+async def api_lp_statement_csv(
+    period: Literal["day", "week", "month"] = "month",
+    user: str = Depends(lp_reader),
+) -> Response:
+    text = statement.statement_csv(await statement.statement(user, period))
+    return Response(
+        text,
+        media_type="text/csv",
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="satmachine-statement-{period}.csv"'
+            )
+        },
+    )
+
+
 # ---------------------------------------------------------------- super user
+
+
+@route.get("/super/overview")
+async def api_super_overview(
+    period: Literal["day", "week", "month"] = "month",
+    since: Optional[datetime] = None,
+    until: Optional[datetime] = None,
+    user: str = Depends(super_user),
+) -> dict:
+    return await reports.platform_overview(period, epoch(since), epoch(until))
 
 
 @route.get("/super/config", response_model=SuperConfigOut)

@@ -28,6 +28,7 @@ from ..models import ClientWithPrefs, Leg, Machine
 from .legs import lp_leg
 from .payouts import pay_standalone_leg
 from .rates import current_rate
+from .small_balances import auto_settle_after_slot
 
 HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 MAX_SLOTS = 48
@@ -114,6 +115,20 @@ async def run_slot(
         if leg.status == "pending":
             leg = await pay_standalone_leg(leg)
         legs.append(leg)
+    if quote is not None:
+        # An LP the slot left under the machine's threshold is settled now, as after
+        # a distribution (docs/money.md, "Small-balance settlement"); the balance is
+        # reserved by crud.insert_leg's conditional UPDATE, as any leg's.
+        paid = {leg.client_id for leg in legs if leg.status == "completed"}
+        slot_key = f"fixed:{machine.id}:{slot.local_date}:{slot.index}"
+        try:
+            legs += await auto_settle_after_slot(
+                machine, slot_key, quote[0], {c for c in paid if c}
+            )
+        except Exception:
+            logger.exception(
+                f"satmachineadmin: auto-settlement after slot {slot_key} failed"
+            )
     return legs
 
 

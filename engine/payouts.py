@@ -37,13 +37,39 @@ from lnbits.wallets import get_funding_source
 from loguru import logger
 
 from .. import crud
-from ..calculations import RETRY_BASE_SECONDS, retry_delay
+from ..calculations import RETRY_BASE_SECONDS, format_fiat, retry_delay
 from ..models import Leg
 from . import books
 from .faults import checkpoint
 
 INVOICE_EXPIRY_SECONDS = 30 * 86400
 PAYMENT_MARKER = "satmachineadmin"
+# LNbits' `tag` (from `extra["tag"]`) of every DCA payout, on both of its payments
+# (the payer's and the LP's): metrics and an LP's wallet tools filter on it.
+DCA_TAG = "aio-dca"
+DCA_LEG_TYPES = ("dca", "fixed", "settlement")
+
+
+def payment_extra(leg: Leg) -> dict:
+    """What LNbits stores in `extra` (and so `tag`) of a leg's payments. A DCA
+    payout is tagged `aio-dca` and carries its machine, kind and fiat amount; every
+    leg says it is ours (`source`, which the invoice listener filters on)."""
+    extra: dict = {
+        "tag": PAYMENT_MARKER,
+        "source": PAYMENT_MARKER,
+        "leg_id": leg.id,
+        "leg_type": leg.leg_type,
+    }
+    if leg.leg_type in DCA_LEG_TYPES:
+        extra.update(tag=DCA_TAG, machine_id=leg.machine_id)
+        if leg.amount_fiat_minor is not None and leg.currency:
+            extra.update(
+                fiat_amount=format_fiat(leg.amount_fiat_minor, leg.currency),
+                fiat_currency=leg.currency,
+            )
+    return extra
+
+
 # How soon a settlement whose legs are in flight is looked at again.
 # SATMACHINE_PENDING_RECHECK_SECONDS shortens it for tests.
 PENDING_RECHECK_SECONDS = int(
@@ -187,7 +213,7 @@ async def _invoice_dead(leg: Leg) -> bool:
 
 async def _invoice_for(leg: Leg) -> tuple[str, str]:
     """(bolt11, payment_hash) of a fresh invoice on the leg's destination."""
-    extra = {"tag": PAYMENT_MARKER, "source": PAYMENT_MARKER, "leg_id": leg.id}
+    extra = payment_extra(leg)
     if leg.destination_kind == "wallet" and leg.destination:
         payment = await create_invoice(
             wallet_id=leg.destination,
@@ -446,11 +472,7 @@ async def _pay_stored_invoice(leg: Leg) -> Union[Payment, Leg]:
         payment = await pay_invoice(
             wallet_id=leg.source_wallet_id or "",
             payment_request=leg.bolt11,
-            extra={
-                "source": PAYMENT_MARKER,
-                "leg_id": leg.id,
-                "leg_type": leg.leg_type,
-            },
+            extra=payment_extra(leg),
             description=(leg.memo or "")[:600],
         )
     except PaymentError as exc:

@@ -3,7 +3,8 @@
 Manual: the operator pays all or part of an LP's remaining balance from a funding
 wallet they own, at a stated or current rate, as a `settlement` leg. Automatic: after
 each distribution, LPs left with a balance under the machine's threshold are settled
-the same way at that settlement's rate. A failed payment stays a visible failed leg
+the same way at that settlement's rate; after each fixed-mode slot, the LPs it paid,
+at the slot's rate. A failed payment stays a visible failed leg
 and is retried later; it never blocks a distribution.
 """
 
@@ -108,6 +109,12 @@ def stored_auto_settlement(
 ) -> Optional[tuple[Decimal, str, Decimal]]:
     """(rate, threshold type, threshold) for auto-settlement after `settlement`, read
     bounded from the rows; None, with a log line, when a stored value is unusable."""
+    return _stored(machine, settlement.exchange_rate, f"settlement {settlement.id}")
+
+
+def _stored(
+    machine: Machine, rate_text: Optional[str], after: str
+) -> Optional[tuple[Decimal, str, Decimal]]:
     threshold_type = machine.auto_settle_threshold_type or "absolute"
     try:
         if threshold_type not in _STORED_MAXIMUM:
@@ -119,7 +126,7 @@ def stored_auto_settlement(
             places=_STORED_THRESHOLD_PLACES,
         )
         rate = bounded_decimal(
-            settlement.exchange_rate,
+            rate_text or "",
             minimum=0,
             exclusive_minimum=True,
             maximum=_STORED_RATE_MAXIMUM,
@@ -128,7 +135,7 @@ def stored_auto_settlement(
     except InputError as exc:
         logger.warning(
             f"satmachineadmin: auto-settlement at machine {machine.id} skipped after "
-            f"settlement {settlement.id}: a stored value is unusable ({exc}); save "
+            f"{after}: a stored value is unusable ({exc}); save "
             "the machine's auto-settlement again"
         )
         return None
@@ -144,9 +151,41 @@ async def auto_settle_after(settlement: Settlement, machine: Machine) -> list[Le
     stored = stored_auto_settlement(settlement, machine)
     if stored is None:
         return []
+    return await _settle_small(
+        machine, stored, f"autosettle:{settlement.id}", "this settlement's rate", None
+    )
+
+
+async def auto_settle_after_slot(
+    machine: Machine, slot_key: str, rate: Decimal, client_ids: set[str]
+) -> list[Leg]:
+    """After a fixed-mode slot: settle the LPs it paid that are now under the
+    machine's threshold, at the slot's rate, keyed by the slot (a rerun of the
+    slot finds the same legs)."""
+    if not client_ids:
+        return []
+    if not machine.auto_settle_enabled or not machine.auto_settle_funding_wallet_id:
+        return []
+    stored = _stored(machine, format(rate, "f"), f"slot {slot_key}")
+    if stored is None:
+        return []
+    return await _settle_small(
+        machine, stored, f"autosettle:{slot_key}", "this slot's rate", client_ids
+    )
+
+
+async def _settle_small(
+    machine: Machine,
+    stored: tuple[Decimal, str, Decimal],
+    key_prefix: str,
+    origin: str,
+    only: Optional[set[str]],
+) -> list[Leg]:
     rate, threshold_type, threshold = stored
     legs = []
     for client in await crud.list_machine_clients_with_prefs(machine.id):
+        if only is not None and client.id not in only:
+            continue
         if (
             client.status != "active"
             or not client.wallet_id
@@ -166,11 +205,11 @@ async def auto_settle_after(settlement: Settlement, machine: Machine) -> list[Le
         leg = settlement_leg(
             machine,
             client,
-            f"autosettle:{settlement.id}:{client.id}",
+            f"{key_prefix}:{client.id}",
             client.remaining_minor,
             rate,
-            "this settlement's rate",
-            machine.auto_settle_funding_wallet_id,
+            origin,
+            machine.auto_settle_funding_wallet_id or "",
         )
         try:
             legs.append(await write_and_pay(leg, machine.operator_user_id))

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Optional
 
-from lnbits.core.crud import get_wallet
+from lnbits.core.crud import get_account, get_wallet
 from lnbits.task_manager import task_manager
 
 from .. import bitspire, crud
@@ -286,7 +286,8 @@ async def periods(
     """Volumes by period, per machine and in total (one total per currency): cash
     in and out (fiat and sats), commission and its two shares, orphan sats, and
     what reached LPs (completed dca, fixed and settlement legs). Settlements count
-    once landed and payable (not rejected or held); LP payouts when they completed."""
+    once landed and payable (not rejected, held or voided); LP payouts when they
+    completed."""
     rows: dict[tuple[str, Optional[str], str], dict] = {}
 
     def row(epoch: int, machine: Optional[str], currency: str) -> dict:
@@ -299,7 +300,7 @@ async def periods(
         operator_user_id, machine_id=machine_id, since=since, until=until
     ):
         for s in page:
-            if s.status in ("rejected", "held"):
+            if s.status in ("rejected", "held", "voided"):
                 continue
             for target in (
                 row(s.created_at, s.machine_id, s.currency),
@@ -338,3 +339,97 @@ async def periods(
             figures[field] = format_fiat(figures.pop(f"{field}_minor"), currency)
         shown.append(figures)
     return shown
+
+
+async def platform_overview(
+    period: str, since: Optional[int], until: Optional[int]
+) -> dict:
+    """The super user's read-only view of the whole platform: every operator's
+    machines, and per period, operator and machine the volumes (payable
+    settlements, as in `periods`) with the platform fee they accrued and the fee
+    the platform was actually paid (completed super_fee legs)."""
+    machines = await crud.list_all_machines()
+    names: dict[str, Optional[str]] = {}
+    for machine in machines:
+        if machine.operator_user_id not in names:
+            account = await get_account(machine.operator_user_id)
+            names[machine.operator_user_id] = account.username if account else None
+    by_id = {m.id: m for m in machines}
+    rows: dict[tuple[str, str], dict] = {}
+
+    def row(epoch: int, machine_id: str, operator: str, currency: str) -> dict:
+        day = period_start(epoch, period).isoformat()
+        key = (day, machine_id)
+        if key not in rows:
+            rows[key] = {
+                "period": day,
+                "operator_user_id": operator,
+                "operator_name": names.get(operator),
+                "machine_id": machine_id,
+                "machine_name": by_id[machine_id].name if machine_id in by_id else None,
+                "currency": currency,
+                "cash_outs": 0,
+                "cash_ins": 0,
+                "cash_out_fiat_minor": 0,
+                "cash_in_fiat_minor": 0,
+                "commission_sats": 0,
+                "platform_fee_sats": 0,
+                "platform_fee_paid_sats": 0,
+            }
+        return rows[key]
+
+    async for page in crud.iter_all_settlements(since=since, until=until):
+        for s in page:
+            if s.status in ("rejected", "held", "voided"):
+                continue
+            target = row(s.created_at, s.machine_id, s.operator_user_id, s.currency)
+            kind = "cash_outs" if s.tx_type == "cash_out" else "cash_ins"
+            target[kind] += 1
+            target[f"{kind[:-1]}_fiat_minor"] += s.fiat_amount_minor
+            target["commission_sats"] += s.fee_sats
+            target["platform_fee_sats"] += s.platform_fee_sats
+    async for legs in crud.platform_fees_paid(since=since, until=until):
+        for leg in legs:
+            paid_at = by_id.get(leg["machine_id"])
+            currency = paid_at.fiat_currency if paid_at else ""
+            target = row(
+                leg["created_at"], leg["machine_id"], leg["operator_user_id"], currency
+            )
+            target["platform_fee_paid_sats"] += leg["amount_sats"]
+    shown = []
+    fees: dict[str, dict] = {}
+    for key in sorted(rows, key=lambda k: (k[0], rows[k]["operator_name"] or "", k[1])):
+        figures = rows[key]
+        currency = figures["currency"]
+        for field in ("cash_out_fiat", "cash_in_fiat"):
+            minor = figures.pop(f"{field}_minor")
+            figures[field] = format_fiat(minor, currency) if currency else None
+        shown.append(figures)
+        total = fees.setdefault(
+            figures["period"],
+            {
+                "period": figures["period"],
+                "platform_fee_sats": 0,
+                "platform_fee_paid_sats": 0,
+                "commission_sats": 0,
+            },
+        )
+        for field in ("platform_fee_sats", "platform_fee_paid_sats", "commission_sats"):
+            total[field] += figures[field]
+    return {
+        "period": period,
+        "machines": [
+            {
+                "machine_id": m.id,
+                "name": m.name,
+                "operator_user_id": m.operator_user_id,
+                "operator_name": names.get(m.operator_user_id),
+                "currency": m.fiat_currency,
+                "status": m.status,
+                "created_at": iso(m.created_at),
+            }
+            for m in machines
+        ],
+        "rows": shown,
+        "fees_by_period": [fees[p] for p in sorted(fees)],
+    }

@@ -36,6 +36,8 @@ LAYERS: list[set[str]] = [
         "services.settle",
         "services.reports",
         "services.lp_view",
+        "services.statement",
+        "services.void",
     },
     {"api.route", "api.auth", "api.lamassu"},
     {"views_api", "views"},

@@ -152,6 +152,10 @@ ROWS: list[Row] = [
     Row("GET", "/lp/summary", lp_own(200, others=200)),
     Row("GET", "/lp/legs", lp_own(200, others=200)),
     Row("GET", "/lp/payments", lp_own(200, others=200), note="alias of /lp/legs"),
+    # The LP's own deposits and statement: everybody else gets their own (none).
+    Row("GET", "/lp/deposits", lp_own(200, others=200)),
+    Row("GET", "/lp/statement", lp_own(200, others=200)),
+    Row("GET", "/lp/statement.csv", lp_own(200, others=200)),
     # ------------------------------------------------------------ clients
     Row(
         "POST",
@@ -279,6 +283,13 @@ ROWS: list[Row] = [
     ),
     Row(
         "POST",
+        "/settlements/{settlement_id}/void",
+        write(),
+        ids={"settlement_id": "void_settlement"},
+        body=lambda w, c: {"reason": f"written off by {c}"},
+    ),
+    Row(
+        "POST",
         "/settlements/{settlement_id}/notes",
         write(201),
         ids={"settlement_id": "settlement"},
@@ -338,6 +349,7 @@ ROWS: list[Row] = [
     # ------------------------------------------------------------ super user
     Row("GET", "/super/config", super_only()),
     Row("PUT", "/super/config", super_only(), body=lambda w, c: w["super_config"]),
+    Row("GET", "/super/overview", super_only()),
 ]
 
 
@@ -450,6 +462,7 @@ async def world(http, factory, super_user) -> dict:
     ).json()
     assert errored_row["status"] == "errored", errored_row
     pending = await manual("matrix-pending", "2.00", 300, 0)  # the engine has not run
+    to_void = await manual("matrix-void", "1.00", 150, 0)
 
     schedule = await http.put(
         f"{API}/machines/{machine['id']}/fixed-schedule",
@@ -483,6 +496,7 @@ async def world(http, factory, super_user) -> dict:
         "settlement": settlement,
         "errored_settlement": errored,
         "pending_settlement": pending,
+        "void_settlement": to_void,
         "deposit_to_confirm": await pending_deposit(),
         "deposit_to_cancel": await pending_deposit(),
         "fresh_wallet": (await factory.wallet(operator, "fresh")).id,
@@ -514,6 +528,7 @@ async def world(http, factory, super_user) -> dict:
         settlement,
         errored,
         pending,
+        to_void,
         funding.id,
         "lamassu_of_a",
     }
@@ -521,6 +536,10 @@ async def world(http, factory, super_user) -> dict:
     secrets |= {d["id"] for d in deposits}
     secrets |= {world["deposit_to_confirm"], world["deposit_to_cancel"]}
     world["a_ids"] = secrets
+    # The other LP's own rows at A's machine: never shown to the LP caller.
+    world["other_lp_ids"] = {settle_client["id"]} | {
+        d["id"] for d in deposits if d["client_id"] == settle_client["id"]
+    }
     return world
 
 
@@ -569,9 +588,16 @@ async def test_matrix(http, world, caller):
                 assert detail == LNBITS_DETAIL[caller], (where, detail)
             elif caller == "invoice" and want == 403:
                 assert detail == INVALID_ADMIN_KEY, (where, detail)
-        owner = caller in ("operator", "invoice") or (
-            caller == "lp" and row.path.startswith("/lp")
+        # The platform's overview shows every operator's machines to the super user.
+        owner = (
+            caller in ("operator", "invoice")
+            or (caller == "lp" and row.path.startswith("/lp"))
+            or (caller == "super" and row.path.startswith("/super"))
         )
+        if caller == "lp" and row.path.startswith("/lp"):
+            theirs = [i for i in world["other_lp_ids"] if i in response.text]
+            if theirs:
+                failures.append(f"{where}: shows another LP's {theirs}")
         if not owner:
             sent = url + repr(params) + repr(body)
             shown = [i for i in world["a_ids"] if i in response.text and i not in sent]
@@ -603,3 +629,8 @@ async def test_owner_state_after_the_matrix(http, world):
     # Only A's own POST /settlements landed; B's, the LP's and the super user's did not.
     assert "matrix-operator" in refs
     assert not refs & {"matrix-other", "matrix-lp", "matrix-super", "matrix-invoice"}
+    voided = await http.get(
+        f"{API}/settlements/{world['void_settlement']}", headers=headers
+    )
+    assert voided.json()["status"] == "voided"
+    assert voided.json()["error"] == "voided by the operator: written off by operator"

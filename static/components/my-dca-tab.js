@@ -1,6 +1,8 @@
 // My DCA, the LP's own page: their preferences (wallet, flow or fixed mode,
 // forwarding to a Lightning address), their balance at each machine, a chart of
-// sats and balance over time, and their payouts.
+// sats and balance over time, their payouts, their deposits with status, and a
+// statement per period (deposits, payouts in sats and fiat, average cost, fees)
+// as a table, a CSV and a printable page.
 
 window.app.component('sm-my-dca-tab', {
   template: '#sm-my-dca-tab',
@@ -19,8 +21,50 @@ window.app.component('sm-my-dca-tab', {
         summary: [],
         payments: [],
         chartMachine: null,
-        loading: false
+        loading: false,
+        deposits: [],
+        statement: {period: 'month', rows: [], totals: []}
       },
+      depositColumns: SatMachine.columns([
+        ['created_at', 'Recorded', 'left', {format: this.dateTime}],
+        [
+          'machine',
+          'Machine',
+          'left',
+          {field: 'machine_id', format: this.machineLabel}
+        ],
+        ['amount', 'Amount', 'right', {format: SatMachine.withCurrency}],
+        ['status', 'Status', 'left', {badge: true}],
+        [
+          'confirmed_at',
+          'Confirmed / cancelled',
+          'left',
+          {
+            field: d => d.confirmed_at || d.cancelled_at,
+            format: this.dateTime
+          }
+        ]
+      ]),
+      statementColumns: SatMachine.columns([
+        ['period', 'Period from', 'left'],
+        ['machine_name', 'Machine', 'left'],
+        [
+          'deposits',
+          'Deposits',
+          'right',
+          {format: (v, r) => `${v} ${r.currency} (${r.deposits_count})`}
+        ],
+        ['payouts_count', 'Payouts', 'right'],
+        ['payout_sats', 'Sats', 'right', {format: this.sats}],
+        ['payout_fiat', 'Fiat', 'right', {format: SatMachine.withCurrency}],
+        [
+          'average_cost_fiat_per_btc',
+          'Average cost (per BTC)',
+          'right',
+          {format: (v, r) => (v ? `${this.groupDigits(v)} ${r.currency}` : '–')}
+        ],
+        ['fees_msat', 'Fees (msat)', 'right', {format: this.sats}]
+      ]),
       lpPaymentColumns: SatMachine.columns([
         [
           'created_at',
@@ -57,6 +101,17 @@ window.app.component('sm-my-dca-tab', {
         s => (names[s.machine_id] = names[s.machine_id] || s.machine_name)
       )
       return names
+    },
+    // the period rows, then one total per machine
+    statementRows() {
+      const st = this.lp.statement
+      return [...st.rows, ...st.totals].map(r => ({
+        ...r,
+        id: `${r.period} ${r.machine_id}`
+      }))
+    },
+    printableUrl() {
+      return `/satmachineadmin/statement?period=${this.lp.statement.period}`
     },
     lpChartOptions() {
       return this.lp.summary.map(s => ({
@@ -131,12 +186,15 @@ window.app.component('sm-my-dca-tab', {
           this.lp.prefs.wallet_id =
             this.lp.prefs.wallet_id || this.g.user.wallets[0]?.id
         }
-        const [summary, payments] = await Promise.all([
+        const [summary, payments, deposits] = await Promise.all([
           this.call('GET', '/lp/summary'),
-          this.call('GET', '/lp/legs?limit=10000')
+          this.call('GET', '/lp/legs?limit=10000'),
+          this.call('GET', '/lp/deposits'),
+          this.loadStatement()
         ])
         this.lp.summary = summary.data
         this.lp.payments = payments.data
+        this.lp.deposits = deposits.data
         if (!this.lp.chartMachine && this.lp.summary.length) {
           this.lp.chartMachine = this.lp.summary[0].machine_id
         } else {
@@ -146,6 +204,42 @@ window.app.component('sm-my-dca-tab', {
         this.fail(err, 'Loading your DCA')
       } finally {
         this.lp.loading = false
+      }
+    },
+    async loadStatement() {
+      const st = this.lp.statement
+      try {
+        const {data} = await this.call(
+          'GET',
+          `/lp/statement?period=${st.period}`
+        )
+        st.rows = data.rows
+        st.totals = data.totals
+      } catch (err) {
+        this.fail(err, 'Loading your statement')
+      }
+    },
+    async downloadStatement() {
+      const period = this.lp.statement.period
+      try {
+        const response = await this.call(
+          'GET',
+          `/lp/statement.csv?period=${period}`,
+          undefined,
+          {responseType: 'blob'}
+        )
+        const url = URL.createObjectURL(
+          new Blob([response.data], {type: 'text/csv'})
+        )
+        const a = document.createElement('a')
+        a.href = url
+        a.download = `satmachine-statement-${period}.csv`
+        document.body.appendChild(a)
+        a.click()
+        a.remove()
+        setTimeout(() => URL.revokeObjectURL(url), 10000)
+      } catch (err) {
+        this.fail(err, 'Downloading your statement')
       }
     },
     renderLpChart() {

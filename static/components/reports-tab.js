@@ -1,5 +1,7 @@
-// Health & reports: the background tasks and each machine's float, a CSV export
-// of the payments (legs) in a date range, and the sats paid to LPs per day.
+// Health & reports: the background tasks and each machine's float, CSV exports
+// of the payments (legs) and settlements in a date range, the volumes by period
+// (day, week, month: a chart and a table, GET /reports) and the sats paid to LPs
+// per day.
 
 window.app.component('sm-reports-tab', {
   template: '#sm-reports-tab',
@@ -20,6 +22,40 @@ window.app.component('sm-reports-tab', {
         'fixed',
         'settlement'
       ],
+      report: {period: 'day', machine_id: null, rows: [], loading: false},
+      reportColumns: SatMachine.columns([
+        ['period', 'Period from', 'left'],
+        [
+          'machine',
+          'Machine',
+          'left',
+          {
+            field: 'machine_id',
+            format: id => (id ? this.machineLabel(id) : 'All machines')
+          }
+        ],
+        ['cash_outs', 'Cash-outs', 'right'],
+        [
+          'cash_out_fiat',
+          'Cash out',
+          'right',
+          {format: SatMachine.withCurrency}
+        ],
+        ['cash_ins', 'Cash-ins', 'right'],
+        ['cash_in_fiat', 'Cash in', 'right', {format: SatMachine.withCurrency}],
+        ['principal_sats', 'Principal', 'right', {format: this.sats}],
+        ['commission_sats', 'Commission', 'right', {format: this.sats}],
+        ['platform_fee_sats', 'Platform', 'right', {format: this.sats}],
+        ['operator_fee_sats', 'Operator', 'right', {format: this.sats}],
+        ['orphan_sats', 'Orphan', 'right', {format: this.sats}],
+        ['lp_payout_sats', 'To LPs (sats)', 'right', {format: this.sats}],
+        [
+          'lp_payout_fiat',
+          'To LPs (fiat)',
+          'right',
+          {format: SatMachine.withCurrency}
+        ]
+      ]),
       exportForm: {
         since: '',
         until: '',
@@ -50,8 +86,39 @@ window.app.component('sm-reports-tab', {
   },
   activated() {
     this.loadReports()
+    this.loadPeriods()
   },
   methods: {
+    async loadPeriods() {
+      const r = this.report
+      const params = new URLSearchParams({period: r.period})
+      if (r.machine_id) params.set('machine_id', r.machine_id)
+      r.loading = true
+      try {
+        const {data} = await this.call('GET', `/reports?${params}`)
+        // a row is one (period, machine or all, currency)
+        r.rows = data.map(x => ({
+          ...x,
+          id: `${x.period} ${x.machine_id || 'all'} ${x.currency}`
+        }))
+        await this.$nextTick()
+        SatMachine.barChart(
+          'periods',
+          this.$refs.periodChart,
+          SatMachine.periodSeries(data, [
+            ['lp_payout_sats', 'to LPs'],
+            ['operator_fee_sats', 'operator fee'],
+            ['platform_fee_sats', 'platform fee'],
+            ['orphan_sats', 'orphan']
+          ]),
+          'sats'
+        )
+      } catch (err) {
+        this.fail(err, 'Loading the report')
+      } finally {
+        r.loading = false
+      }
+    },
     async loadReports() {
       try {
         const [machines, health, legs] = await Promise.all([
@@ -72,7 +139,7 @@ window.app.component('sm-reports-tab', {
         this.fail(err, 'Loading reports')
       }
     },
-    async exportCsv() {
+    async exportCsv(what = 'legs') {
       const f = this.exportForm
       const params = new URLSearchParams()
       if (f.since) {
@@ -82,12 +149,13 @@ window.app.component('sm-reports-tab', {
         params.set('until', new Date(`${f.until}T23:59:59`).toISOString())
       }
       if (f.machine_id) params.set('machine_id', f.machine_id)
-      if (f.leg_type) params.set('leg_type', f.leg_type)
+      if (f.leg_type && what === 'legs') params.set('leg_type', f.leg_type)
+      const name = what === 'legs' ? 'payments' : 'settlements'
       f.busy = true
       try {
         const response = await this.call(
           'GET',
-          `/legs.csv?${params}`,
+          `/${what}.csv?${params}`,
           undefined,
           {responseType: 'blob'}
         )
@@ -95,7 +163,7 @@ window.app.component('sm-reports-tab', {
         const url = URL.createObjectURL(blob)
         const a = document.createElement('a')
         a.href = url
-        a.download = `satmachine-payments${f.since ? '-' + f.since : ''}${f.until ? '-' + f.until : ''}.csv`
+        a.download = `satmachine-${name}${f.since ? '-' + f.since : ''}${f.until ? '-' + f.until : ''}.csv`
         document.body.appendChild(a)
         a.click()
         a.remove()

@@ -1,5 +1,6 @@
 // One settlement in a dialog: its figures, legs, notes, and the corrections
-// (approve or reject a held settlement, retry the failed legs, partial dispense).
+// (approve or reject a held settlement, retry the failed legs, partial dispense,
+// void one none of whose legs was paid, with a reason).
 // open(row) shows it; emits `changed` when a correction changed it.
 
 window.app.component('sm-settlement-detail', {
@@ -33,6 +34,16 @@ window.app.component('sm-settlement-detail', {
     detailLegs() {
       return this.detail.s?.legs || []
     },
+    // the server decides (409 once a leg completed); this only hides the button
+    voidable() {
+      const s = this.detail.s
+      return (
+        ['pending', 'errored', 'processed'].includes(s.status) &&
+        !this.detailLegs.some(
+          l => l.status === 'completed' && l.leg_type !== 'autoforward'
+        )
+      )
+    },
     figures() {
       const s = this.detail.s
       const sats = n => `${this.sats(n)} sats`
@@ -58,7 +69,9 @@ window.app.component('sm-settlement-detail', {
         note: '',
         pdMode: 'fraction',
         pdValue: '',
-        rejectReason: ''
+        rejectReason: '',
+        voidShow: false,
+        voidReason: ''
       }
     },
     async open(row) {
@@ -127,6 +140,14 @@ window.app.component('sm-settlement-detail', {
       const message = 'Rejected: it stays visible and is never paid'
       if (await this.correct('reject', body, message, 'Rejecting')) {
         this.detail.rejectReason = ''
+      }
+    },
+    async voidSettlement() {
+      const body = {reason: this.detail.voidReason.trim()}
+      const message = 'Voided: never paid nor retried, LP balances released'
+      if (await this.correct('void', body, message, 'Voiding')) {
+        this.detail.voidShow = false
+        this.detail.voidReason = ''
       }
     },
     async partialDispense() {

@@ -13,7 +13,8 @@ window.app.component('sm-settlements-tab', {
         'processed',
         'errored',
         'rejected',
-        'held'
+        'held',
+        'voided'
       ],
       settlements: {
         rows: [],

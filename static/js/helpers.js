@@ -251,6 +251,29 @@ window.SatMachine = (function () {
     return points
   }
 
+  // GET /reports rows (or the platform's) → stacked sats per period: the total
+  // rows only (machine_id null), every currency added up (sats are sats).
+  // fields: [[field, label]...]
+  function periodSeries(rows, fields) {
+    const totals = {}
+    for (const row of rows) {
+      if (row.machine_id !== null && row.machine_id !== undefined) continue
+      totals[row.period] = totals[row.period] || {}
+      for (const [field] of fields) {
+        totals[row.period][field] =
+          (totals[row.period][field] || 0) + (row[field] || 0)
+      }
+    }
+    const labels = Object.keys(totals).sort()
+    return {
+      labels,
+      datasets: fields.map(([field, label]) => ({
+        label,
+        data: labels.map(p => totals[p][field] || 0)
+      }))
+    }
+  }
+
   // ------------------------------------------------------------ Chart.js
 
   const PALETTE = [
@@ -383,6 +406,7 @@ window.SatMachine = (function () {
     unitsText,
     checkPercents,
     dailySatsPerMachine,
+    periodSeries,
     fiatCents,
     lpEventsFromDeposits,
     lpEventsBackwards,
