@@ -80,7 +80,19 @@ window.app.component('sm-reports-tab', {
         ['errored', 'stuck'].map(problem => ({
           color: h[problem] ? 'negative' : 'positive',
           label: `${problem}: ${h[problem]}`
-        }))
+        })),
+        // payments that left LNbits and are not settled yet (LNbits says pending)
+        [
+          {
+            color: h.legs_in_flight ? 'warning' : 'positive',
+            label:
+              `in flight: ${h.legs_in_flight || 0}` +
+              (h.legs_in_flight
+                ? ` (${this.sats(h.in_flight_sats)}, oldest ` +
+                  `${this.dateTime(h.oldest_in_flight_since)})`
+                : '')
+          }
+        ]
       ]
     }
   },

@@ -363,6 +363,8 @@ async def test_csv_export_and_health(
     health = page.get_by_test_id("health-panel")
     await health.get_by_text(MACHINE).wait_for()
     await health.get_by_text("processed: 1").wait_for()
+    # every payment of this world settled: none in flight
+    await health.get_by_text("in flight: 0", exact=True).wait_for()
 
     today = date.today()
     await page.get_by_label("From", exact=True).fill(
