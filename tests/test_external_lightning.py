@@ -865,7 +865,7 @@ async def test_m003_backfills_what_completed_legs_sent(app, tmp_path):
                 f"VALUES ({', '.join(':' + k for k in values)})",
                 values,
             )
-        await migrations.m003_payments_that_leave_lnbits(db)
+        await migrations.m004_payments_that_leave_lnbits(db)
         rows = {
             row["id"]: (row["sent_sats"], row["fee_msat"], row["in_flight_since"])
             for row in await db.fetchall(

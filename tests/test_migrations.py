@@ -6,6 +6,7 @@ writes rows the way that version wrote them, runs the migration under test and c
 every row it should have kept, changed or refused.
 """
 
+import re
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,8 +19,9 @@ UUID_REF = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 @asynccontextmanager
-async def fresh_database(tmp_path: Any):
-    """An empty `ext_satmachineadmin` database LNbits' way, apart from the suite's."""
+async def fresh_databases(tmp_path: Any, *names: str):
+    """Empty databases LNbits' way (`ext_<id>`: one SQLite file each in a temporary
+    folder, or schemas of one new PostgreSQL database), apart from the suite's."""
     from lnbits.db import Database
     from lnbits.settings import settings
 
@@ -31,20 +33,49 @@ async def fresh_database(tmp_path: Any):
             "postgresql://", "postgres://"
         )
         try:
-            db = Database("ext_satmachineadmin")
+            dbs = {n: Database(n) for n in names}
         finally:
             settings.lnbits_database_url = saved
     else:
         saved = settings.lnbits_data_folder
         settings.lnbits_data_folder = str(tmp_path)
         try:
-            db = Database("ext_satmachineadmin")
+            dbs = {n: Database(n) for n in names}
         finally:
             settings.lnbits_data_folder = saved
     try:
-        yield db
+        yield dbs
     finally:
-        await db.engine.dispose()
+        for db in dbs.values():
+            await db.engine.dispose()
+
+
+@asynccontextmanager
+async def fresh_database(tmp_path: Any):
+    """An empty `ext_satmachineadmin` database LNbits' way, apart from the suite's."""
+    async with fresh_databases(tmp_path, "ext_satmachineadmin") as dbs:
+        yield dbs["ext_satmachineadmin"]
+
+
+def numbered_migrations() -> list[tuple[int, Any]]:
+    """(number, function) of every `mNNN_` migration, in the order LNbits runs them
+    (core/helpers.py run_migration: the module's order, each number above the
+    installation's version)."""
+    from satmachineadmin import migrations
+
+    found = []
+    for key, function in vars(migrations).items():
+        match = re.match(r"^m(\d\d\d)_", key)
+        if match:
+            found.append((int(match.group(1)), function))
+    return found
+
+
+async def migrate(conn: Any, after: int = 0, upto: int = 999) -> None:
+    """Run the migrations numbered after..upto on one connection, as LNbits does."""
+    for number, function in numbered_migrations():
+        if after < number <= upto:
+            await function(conn)
 
 
 def _settlement(
