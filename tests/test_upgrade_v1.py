@@ -11,6 +11,10 @@ import pytest
 import v1_install as v1
 from test_migrations import fresh_databases, migrate
 
+LAMASSU_IDS = {
+    "lt-1": "0f8fad5b-d9cb-469f-a165-70867728950e",
+    "lt-2": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+}
 V1_VERSION = 2  # v1's m001_initial_dca_schema, m002_add_transaction_time_…
 
 
@@ -92,8 +96,8 @@ async def _v1_install(conn: Any, schema: str, factory: Any) -> dict:
         ("pay-1", "cl-alice", 15_000, 100, "flow", "lt-1", "confirmed"),
         ("pay-2", "cl-alice", 7_500, 50, "flow", "lt-2", "confirmed"),
         ("pay-3", "cl-alice", 4_500, 30, "flow", "lt-2", "failed"),
-        ("pay-4", "cl-bob", 37_500, 250, "fixed", None, "confirmed"),
-        ("pay-5", "cl-bob", 1_500, 10, "fixed", None, "pending"),
+        ("pay-4", "cl-bob", 37_500, 250, "fixed", "", "confirmed"),
+        ("pay-5", "cl-bob", 1_500, 10, "fixed", "", "pending"),
     ):
         await write(
             "dca_payments",
@@ -103,10 +107,7 @@ async def _v1_install(conn: Any, schema: str, factory: Any) -> dict:
             amount_fiat=fiat,
             exchange_rate=150.0,
             transaction_type=kind,
-            lamassu_transaction_id=(
-                {"lt-1": "0f8fad5b-d9cb-469f-a165-70867728950e"}.get(lamassu_id)
-                or ("7c9e6679-7425-40de-944b-e07fc1f90ae7" if lamassu_id else None)
-            ),
+            lamassu_transaction_id=LAMASSU_IDS.get(lamassu_id),
             payment_hash=f"hash-{pid}",
             status=status,
             created_at=v1.at(8),
