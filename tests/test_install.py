@@ -22,8 +22,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -243,3 +243,153 @@ def test_previous_release_upgraded_in_place_through_the_installer_keeps_its_data
         assert sum(b["total_sats"] for b in after.values()) > sum(
             b["total_sats"] for b in balances.values()
         )
+
+
+@asynccontextmanager
+async def server_databases(server: Server, *names: str) -> AsyncIterator[dict]:
+    """LNbits databases of a server process, opened from this one."""
+    from lnbits.db import Database
+    from lnbits.settings import settings
+
+    saved = settings.lnbits_data_folder, settings.lnbits_database_url
+    settings.lnbits_data_folder = server.env["LNBITS_DATA_FOLDER"]
+    settings.lnbits_database_url = server.env.get("LNBITS_DATABASE_URL")
+    try:
+        dbs = {name: Database(name) for name in names}
+    finally:
+        settings.lnbits_data_folder, settings.lnbits_database_url = saved
+    try:
+        yield dbs
+    finally:
+        for db in dbs.values():
+            await db.engine.dispose()
+
+
+async def test_v1_install_upgraded_by_installing_this_release_pays_its_lps():
+    """An LNbits running v1 (dbversion 2, v1's tables with LPs, deposits, payments and
+    its Lamassu configuration) installs this release from the manifest: the LPs are
+    listed with the balances v1 showed, the import is on the page, and the next
+    cash-out at the machine made of v1's configuration pays them."""
+    import v1_install as v1
+
+    with (
+        published() as (folder, base_url),
+        lnbits_without_extension() as (
+            server,
+            api,
+        ),
+    ):
+        operator_id, source = api.user()
+        commission = api.wallet(operator_id, "commission")
+        lps = [api.user() for _ in range(2)]
+        async with server_databases(server, "database", "ext_satmachineadmin") as dbs:
+            async with dbs["database"].connect() as core:
+                await core.execute(
+                    "INSERT INTO dbversions (db, version) VALUES ('satmachineadmin', 2)"
+                )
+            async with dbs["ext_satmachineadmin"].connect() as conn:
+                await v1.create_schema(conn, "satmachineadmin")
+                for index, (user_id, wallet) in enumerate(lps):
+                    cid = f"cl-{index}"
+                    await v1.write(
+                        conn,
+                        "satmachineadmin",
+                        "dca_clients",
+                        {
+                            "id": cid,
+                            "user_id": user_id,
+                            "wallet_id": wallet["id"],
+                            "username": f"lp{index}",
+                            "dca_mode": "flow",
+                            "fixed_mode_daily_limit": None,
+                            "status": "active",
+                            "created_at": v1.at(1),
+                            "updated_at": v1.at(1),
+                        },
+                    )
+                    await v1.write(
+                        conn,
+                        "satmachineadmin",
+                        "dca_deposits",
+                        {
+                            "id": f"dep-{index}",
+                            "client_id": cid,
+                            "amount": 300 + 100 * index,
+                            "currency": "GTQ",
+                            "status": "confirmed",
+                            "notes": None,
+                            "created_at": v1.at(2),
+                            "confirmed_at": v1.at(2),
+                        },
+                    )
+                    await v1.write(
+                        conn,
+                        "satmachineadmin",
+                        "dca_payments",
+                        {
+                            "id": f"pay-{index}",
+                            "client_id": cid,
+                            "amount_sats": 15_000,
+                            "amount_fiat": 100,
+                            "exchange_rate": 150.0,
+                            "transaction_type": "flow",
+                            "lamassu_transaction_id": None,
+                            "payment_hash": None,
+                            "status": "confirmed",
+                            "created_at": v1.at(3),
+                            "transaction_time": v1.at(3),
+                        },
+                    )
+                await v1.write(
+                    conn,
+                    "satmachineadmin",
+                    "lamassu_config",
+                    {
+                        "id": "cfg",
+                        "host": "lamassu.example.com",
+                        "port": 5432,
+                        "database_name": "lamassu",
+                        "username": "readonly",
+                        "password": "v1-plaintext",
+                        "source_wallet_id": source["id"],
+                        "commission_wallet_id": commission["id"],
+                        "is_active": True,
+                        "use_ssh_tunnel": False,
+                        "ssh_port": 22,
+                        "created_at": v1.at(1),
+                        "updated_at": v1.at(1),
+                    },
+                )
+
+        manifest_url = f"{base_url}/{MANIFEST}"
+        add_source(api, manifest_url)
+        install(api, manifest_url, release(folder, base_url))
+
+        key = source["adminkey"]
+        machines = api.call("GET", f"{API}/machines", key=key)
+        assert [(m["id"], m["wallet_id"]) for m in machines] == [
+            ("v1-cfg", source["id"])
+        ]
+        clients = api.call(
+            "GET", f"{API}/clients", key=key, params={"machine_id": "v1-cfg"}
+        )
+        assert sorted(c["id"] for c in clients) == ["cl-0", "cl-1"]
+        for index in range(2):
+            balance = api.call("GET", f"{API}/clients/cl-{index}/balance", key=key)
+            # v1 showed 300 - 100 and 400 - 100 GTQ.
+            assert balance["remaining_balance"] == f"{200 + 100 * index}.00", balance
+        health = api.call("GET", f"{API}/health", key=source["inkey"])
+        assert health["v1_import"]["lps"] == 2, health
+        lamassu = api.call("GET", f"{API}/lamassu/config", key=key)
+        assert lamassu["host"] == "lamassu.example.com" and lamassu["password_set"]
+
+        # The machine made of v1's configuration pays v1's LPs.
+        super_id = api.call("GET", "/api/v1/auth", token=True)["id"]
+        customer = api.wallet(super_id, "ATM customers")
+        api.mint(customer, 1_000_000)
+        api.mint(source, 100_000)
+        world = {"machine_wallet": source, "customer": customer}
+        before = [api.balance(wallet) for _, wallet in lps]
+        cash_out(api, world, seed=4)
+        after = [api.balance(wallet) for _, wallet in lps]
+        assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
