@@ -471,6 +471,10 @@ async def _one_transaction(db: Any) -> AsyncIterator[_Uncommitted]:
             yield tx
         return
     tx = _Uncommitted(db.conn, db.type, db.name, db.schema)
+    if db.type == SQLITE:
+        # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE and
+        # runs DDL (ALTER, CREATE) outside any: a savepoint opens one that holds both.
+        await db.conn.exec_driver_sql("SAVEPOINT satmachineadmin_migration")
     try:
         yield tx
     except BaseException:
@@ -496,7 +500,7 @@ async def m003_v1_install_gets_this_schema(db: Database) -> None:
     """An upgrade in place from v1: v1's tables in `satmachineadmin` are renamed
     `v1_<table>` (kept, never dropped: m005 imports them), then this version's schema
     is created as m001 and m002 create it. On any other install `machines` exists
-    and nothing happens. One transaction on PostgreSQL (its DDL is transactional)."""
+    and nothing happens. One transaction: a failure leaves v1's tables as they were."""
     async with _one_transaction(db) as tx:
         tables = await _tables(tx, "satmachineadmin")
         if "machines" in tables:

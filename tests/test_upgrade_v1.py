@@ -437,3 +437,33 @@ async def test_v1_last_commit_schema_satoshimachine(
             )
             assert [tuple(r.values()) for r in rows] == [("", None)] * 2
             assert await _count(old, "satoshimachine.dca_payments") == 5
+
+
+async def test_v1_schema_change_is_one_transaction(app, factory, tmp_path, monkeypatch):
+    """m003 fails half-way (after v1's tables are renamed and some of this version's
+    are created): nothing of it stays, and it runs again from the start."""
+    from satmachineadmin import migrations
+
+    async with (
+        fresh_databases(tmp_path, "ext_satmachineadmin") as dbs,
+        dbs["ext_satmachineadmin"].connect() as conn,
+    ):
+        await _v1_install(conn, "satmachineadmin", factory)
+        real_m002 = migrations.m002_every_sat_held_by_the_database
+
+        async def failing_m002(db: Any) -> None:
+            raise RuntimeError("power cut")
+
+        monkeypatch.setattr(
+            migrations, "m002_every_sat_held_by_the_database", failing_m002
+        )
+        with pytest.raises(RuntimeError):
+            await migrations.m003_v1_install_gets_this_schema(conn)
+        tables = await migrations._tables(conn, "satmachineadmin")
+        assert set(tables) == set(migrations.V1_TABLES)
+
+        monkeypatch.setattr(
+            migrations, "m002_every_sat_held_by_the_database", real_m002
+        )
+        await migrate(conn, after=V1_VERSION)
+        assert await _count(conn, "satmachineadmin.clients") == 3
