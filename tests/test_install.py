@@ -9,7 +9,9 @@ through its own install endpoint (download, sha256 check, unzip, migrations).
 - v1 (Atitlanio/satmachineadmin, dbversion 2, its tables holding LPs) upgraded by
   installing this release: the LPs and their balances are on the API.
 
-The previous release is SATMACHINE_PREVIOUS_RELEASE (a git ref), by default the newest
+By default the SQLite pass runs the first and the PostgreSQL pass the second;
+SATMACHINE_INSTALL_TESTS=all runs all three in every pass. The previous release is
+SATMACHINE_PREVIOUS_RELEASE (a git ref), by default the newest
 `v*` tag, else the last commit before m003 existed (what a release with m001/m002 is).
 """
 
@@ -28,11 +30,26 @@ from pathlib import Path
 from typing import Any, Optional
 
 import httpx
+import pytest
 from servers import REPO, Server
 from test_process_faults import API, Api, first_install, play, seed_world
 from two_nodes import database_url
 
 MANIFEST = "extensions.json"
+DB_KIND = os.environ.get("SATMACHINE_TEST_DB", "sqlite")
+# Each test starts a real LNbits server (about 30 s on a busy 2-core machine): by
+# default each pass runs one of them (installing does not depend on the database; the
+# migrations it runs are tested on both in test_upgrade_v1.py and test_migrations.py).
+# SATMACHINE_INSTALL_TESTS=all runs all three in both passes.
+ALL = os.environ.get("SATMACHINE_INSTALL_TESTS") == "all"
+
+
+def in_pass(kind: Optional[str]) -> Any:
+    return pytest.mark.skipif(
+        not ALL and DB_KIND != kind,
+        reason=f"runs in the {kind or 'SATMACHINE_INSTALL_TESTS=all'} pass "
+        "(SATMACHINE_INSTALL_TESTS=all: in every pass)",
+    )
 
 
 def previous_release() -> str:
@@ -179,6 +196,7 @@ def lp_balances(api: Api, world: dict) -> dict[str, Any]:
     }
 
 
+@in_pass("sqlite")
 def test_fresh_install_from_the_manifest_pays_a_cash_out():
     with published() as (folder, base_url), lnbits_without_extension() as (_, api):
         entry = release(folder, base_url)
@@ -199,6 +217,7 @@ def test_fresh_install_from_the_manifest_pays_a_cash_out():
         assert paid == sum(b["total_sats"] for b in lp_balances(api, world).values())
 
 
+@in_pass("postgres")
 def test_previous_release_upgraded_in_place_through_the_installer_keeps_its_data():
     previous = previous_release()
     with published() as (folder, base_url), lnbits_without_extension() as (_, api):
@@ -265,6 +284,7 @@ async def server_databases(server: Server, *names: str) -> AsyncIterator[dict]:
             await db.engine.dispose()
 
 
+@in_pass(None)
 async def test_v1_install_upgraded_by_installing_this_release_pays_its_lps():
     """An LNbits running v1 (dbversion 2, v1's tables with LPs, deposits, payments and
     its Lamassu configuration) installs this release from the manifest: the LPs are
