@@ -467,3 +467,65 @@ async def test_v1_schema_change_is_one_transaction(app, factory, tmp_path, monke
         )
         await migrate(conn, after=V1_VERSION)
         assert await _count(conn, "satmachineadmin.clients") == 3
+
+
+async def test_v1_without_a_configuration_keeps_its_lps_on_a_machine_to_set_up(
+    app, factory, tmp_path
+):
+    """v1 with LPs and deposits but no Lamassu configuration (no source wallet): the
+    LPs are kept, with their balances, on an inactive machine the operator (LNbits'
+    super user, who ran v1) gives a wallet to."""
+    from lnbits.settings import settings
+
+    async with (
+        fresh_databases(tmp_path, "ext_satmachineadmin") as dbs,
+        dbs["ext_satmachineadmin"].connect() as conn,
+    ):
+        lp = await factory.user(enable=False)
+        await v1.create_schema(conn, "satmachineadmin")
+        await v1.write(
+            conn,
+            "satmachineadmin",
+            "dca_clients",
+            {
+                "id": "cl-solo",
+                "user_id": lp.id,
+                "wallet_id": lp.wallet.id,
+                "username": "solo",
+                "dca_mode": "flow",
+                "fixed_mode_daily_limit": None,
+                "status": "active",
+                "created_at": v1.at(1),
+                "updated_at": v1.at(1),
+            },
+        )
+        await v1.write(
+            conn,
+            "satmachineadmin",
+            "dca_deposits",
+            {
+                "id": "dep-solo",
+                "client_id": "cl-solo",
+                "amount": 250,
+                "currency": "GTQ",
+                "status": "confirmed",
+                "notes": None,
+                "created_at": v1.at(2),
+                "confirmed_at": v1.at(2),
+            },
+        )
+        await migrate(conn, after=V1_VERSION)
+        machine = await conn.fetchone("SELECT * FROM satmachineadmin.machines")
+        assert (machine["id"], machine["status"]) == ("v1-machine", "inactive")
+        assert machine["operator_user_id"] == settings.super_user
+        client = await conn.fetchone("SELECT * FROM satmachineadmin.clients")
+        assert (client["id"], client["machine_id"], client["deposits_minor"]) == (
+            "cl-solo",
+            "v1-machine",
+            25_000,
+        )
+        assert await _count(conn, "satmachineadmin.lamassu_config") == 0
+        row = await conn.fetchone(
+            "SELECT detail FROM satmachineadmin.audit_log WHERE action = 'v1.import'"
+        )
+        assert "set the wallet" in " ".join(json.loads(row["detail"])["notes"])
