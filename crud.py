@@ -2186,3 +2186,21 @@ async def platform_fees_paid(
         if len(page) < 2000:
             return
         after = (page[-1]["created_at"], page[-1]["id"])
+
+
+# ---------------------------------------------------------------- v1 import
+
+
+async def v1_import_summary(operator_user_id: str) -> Optional[dict]:
+    """What m005 imported from v1 for this operator (its `v1.import` audit row), with
+    when; None when nothing was."""
+    row: Any = await db.fetchone(
+        "SELECT detail, created_at FROM satmachineadmin.audit_log "
+        "WHERE operator_user_id = :op AND action = 'v1.import'",
+        {"op": operator_user_id},
+    )
+    if not row:
+        return None
+    summary = json.loads(row["detail"] or "{}")
+    summary["imported_at"] = int(row["created_at"])
+    return summary

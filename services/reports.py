@@ -76,7 +76,15 @@ async def health(operator_user_id: str) -> dict:
             iso(in_flight[0].in_flight_since) if in_flight else None
         ),
         "machines": machine_rows,
+        # An upgrade in place from v1: what was imported, shown on the page.
+        "v1_import": _v1_import_out(await crud.v1_import_summary(operator_user_id)),
     }
+
+
+def _v1_import_out(summary: Optional[dict]) -> Optional[dict]:
+    if summary is None:
+        return None
+    return {**summary, "imported_at": iso(summary["imported_at"])}
 
 
 async def lp_summary(user_id: str) -> list[dict]:

@@ -50,11 +50,14 @@ class Server:
         database_url: Optional[str],
         lease_seconds: int = 3,
         extra_env: Optional[dict] = None,
+        with_extension: bool = True,
     ):
         self.root = root
         runtime = root / "runtime"
         (runtime / "extensions").mkdir(parents=True)
-        (runtime / "extensions" / "satmachineadmin").symlink_to(REPO)
+        # Without it, LNbits starts with no extension: the installer puts one there.
+        if with_extension:
+            (runtime / "extensions" / "satmachineadmin").symlink_to(REPO)
         spec = importlib.util.find_spec("lnbits")
         assert spec and spec.submodule_search_locations
         (runtime / "lnbits").symlink_to(next(iter(spec.submodule_search_locations)))

@@ -835,8 +835,8 @@ async def test_a_fixed_leg_whose_forward_a_crash_lost_is_forwarded_by_the_sweep(
 # ------------------------------------------------ the upgrade
 
 
-async def test_m003_backfills_what_completed_legs_sent(app, tmp_path):
-    """m003 on a database the version before wrote: completed legs sent their
+async def test_m004_backfills_what_completed_legs_sent(app, tmp_path):
+    """m004 on a database the version before wrote: completed legs sent their
     amount with no fee; open legs have sent nothing yet; none is in flight."""
     from test_migrations import OPERATOR, fresh_database
 
@@ -865,7 +865,7 @@ async def test_m003_backfills_what_completed_legs_sent(app, tmp_path):
                 f"VALUES ({', '.join(':' + k for k in values)})",
                 values,
             )
-        await migrations.m003_payments_that_leave_lnbits(db)
+        await migrations.m004_payments_that_leave_lnbits(db)
         rows = {
             row["id"]: (row["sent_sats"], row["fee_msat"], row["in_flight_since"])
             for row in await db.fetchall(

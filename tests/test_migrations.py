@@ -4,10 +4,19 @@ Each test makes a database of its own (a SQLite file in a temporary folder, or a
 database on the session's PostgreSQL), runs the migrations up to the one before,
 writes rows the way that version wrote them, runs the migration under test and checks
 every row it should have kept, changed or refused.
+
+`test_every_migration_keeps_the_data_of_the_version_before` is the harness every
+migration goes through, found by its `mNNN_` name (a new one needs no line here): at
+version N-1 every table holds rows in every column, migration N runs, every value is
+as it was unless CHANGES lists it. Migration-specific rewrites get a test of their own
+beside it (m002 below; m004 in test_external_lightning.py; the v1 upgrade, m003 and
+m005, in test_upgrade_v1.py and test_install.py).
 """
 
+import re
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +27,9 @@ UUID_REF = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 @asynccontextmanager
-async def fresh_database(tmp_path: Any):
-    """An empty `ext_satmachineadmin` database LNbits' way, apart from the suite's."""
+async def fresh_databases(tmp_path: Any, *names: str):
+    """Empty databases LNbits' way (`ext_<id>`: one SQLite file each in a temporary
+    folder, or schemas of one new PostgreSQL database), apart from the suite's."""
     from lnbits.db import Database
     from lnbits.settings import settings
 
@@ -31,20 +41,49 @@ async def fresh_database(tmp_path: Any):
             "postgresql://", "postgres://"
         )
         try:
-            db = Database("ext_satmachineadmin")
+            dbs = {n: Database(n) for n in names}
         finally:
             settings.lnbits_database_url = saved
     else:
         saved = settings.lnbits_data_folder
         settings.lnbits_data_folder = str(tmp_path)
         try:
-            db = Database("ext_satmachineadmin")
+            dbs = {n: Database(n) for n in names}
         finally:
             settings.lnbits_data_folder = saved
     try:
-        yield db
+        yield dbs
     finally:
-        await db.engine.dispose()
+        for db in dbs.values():
+            await db.engine.dispose()
+
+
+@asynccontextmanager
+async def fresh_database(tmp_path: Any):
+    """An empty `ext_satmachineadmin` database LNbits' way, apart from the suite's."""
+    async with fresh_databases(tmp_path, "ext_satmachineadmin") as dbs:
+        yield dbs["ext_satmachineadmin"]
+
+
+def numbered_migrations() -> list[tuple[int, Any]]:
+    """(number, function) of every `mNNN_` migration, in the order LNbits runs them
+    (core/helpers.py run_migration: the module's order, each number above the
+    installation's version)."""
+    from satmachineadmin import migrations
+
+    found = []
+    for key, function in vars(migrations).items():
+        match = re.match(r"^m(\d\d\d)_", key)
+        if match:
+            found.append((int(match.group(1)), function))
+    return found
+
+
+async def migrate(conn: Any, after: int = 0, upto: int = 999) -> None:
+    """Run the migrations numbered after..upto on one connection, as LNbits does."""
+    for number, function in numbered_migrations():
+        if after < number <= upto:
+            await function(conn)
 
 
 def _settlement(
@@ -213,3 +252,119 @@ async def test_m002_claims_every_landed_transaction_and_holds_unpaid_duplicates(
             "SELECT reserved_minor FROM satmachineadmin.clients WHERE id = 'c-ok'"
         )
         assert row["reserved_minor"] == 200
+
+
+# ------------------------------------------------------------- every migration
+#
+# The harness: for each migration N (found in migrations.py, so a new one is included
+# without a line here), a database at version N-1 holding rows in every table and
+# every column, upgraded by N: every row that was there is there, every value as it
+# was, unless CHANGES says the migration rewrites it on purpose.
+
+ROWS_PER_TABLE = 2
+# Migration number -> {table: columns it may rewrite on a generic row}.
+CHANGES: dict[int, dict[str, set[str]]] = {}
+
+
+async def _columns(conn: Any) -> dict[str, dict[str, str]]:
+    """table -> column -> kind ('text', 'int', 'bool') of the extension's schema."""
+    from lnbits.db import SQLITE
+
+    found: dict[str, dict[str, str]] = {}
+    if conn.type == SQLITE:
+        tables = await conn.fetchall(
+            "SELECT name FROM satmachineadmin.sqlite_master WHERE type = 'table'"
+        )
+        for table in tables:
+            name = table["name"]
+            rows = await conn.fetchall(f"PRAGMA satmachineadmin.table_info({name})")
+            found[name] = {r["name"]: r["type"].lower() for r in rows}
+    else:
+        rows = await conn.fetchall(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'satmachineadmin'"
+        )
+        for r in rows:
+            found.setdefault(r["table_name"], {})[r["column_name"]] = r["data_type"]
+
+    def kind(sql_type: str) -> str:
+        if "bool" in sql_type:
+            return "bool"
+        if "int" in sql_type:
+            return "int"
+        return "text"
+
+    return {
+        table: {column: kind(t) for column, t in columns.items()}
+        for table, columns in found.items()
+    }
+
+
+def _value(table: str, column: str, kind: str, index: int) -> Any:
+    if kind == "bool":
+        return index % 2 == 1
+    if kind == "int":
+        # The same in every integer column of a row: sums and bounds (reserved <=
+        # deposits) hold whatever the column means.
+        return 7 + index
+    return f"{column}-{index}"
+
+
+async def _snapshot(conn: Any, schema: dict[str, dict[str, str]]) -> dict:
+    out = {}
+    for table, columns in schema.items():
+        first = sorted(columns)[0]
+        # The columns by name, not *: PostgreSQL keeps the statement's plan, and a
+        # plan of * is invalid once a migration adds a column.
+        rows = await conn.fetchall(
+            f"SELECT {', '.join(sorted(columns))} FROM satmachineadmin.{table} "
+            f"ORDER BY {first}"
+        )
+        out[table] = [
+            {
+                c: (bool(r[c]) if kind == "bool" and r[c] is not None else r[c])
+                for c, kind in columns.items()
+            }
+            for r in rows
+        ]
+    return out
+
+
+def _migration_numbers() -> list[int]:
+    # Read from the source: at collection the extension is not importable yet (LNbits
+    # has not started).
+    source = (Path(__file__).resolve().parent.parent / "migrations.py").read_text()
+    return [int(n) for n in re.findall(r"^async def m(\d\d\d)_", source, re.M)]
+
+
+@pytest.mark.parametrize("number", _migration_numbers())
+async def test_every_migration_keeps_the_data_of_the_version_before(
+    app, tmp_path, number
+):
+    async with fresh_database(tmp_path) as db:
+        async with db.connect() as conn:
+            await migrate(conn, upto=number - 1)
+            schema = await _columns(conn)
+            for table, columns in schema.items():
+                for index in range(ROWS_PER_TABLE):
+                    values = {
+                        c: _value(table, c, kind, index) for c, kind in columns.items()
+                    }
+                    await conn.execute(
+                        f"INSERT INTO satmachineadmin.{table} ({', '.join(values)}) "
+                        f"VALUES ({', '.join(':' + c for c in values)})",
+                        values,
+                    )
+            before = await _snapshot(conn, schema)
+            assert all(len(rows) == ROWS_PER_TABLE for rows in before.values())
+
+            await migrate(conn, after=number - 1, upto=number)
+
+        async with db.connect() as conn:
+            after = await _snapshot(conn, schema)
+        allowed = CHANGES.get(number, {})
+        for table, rows in before.items():
+            kept = set(schema[table]) - allowed.get(table, set())
+            assert [{c: r[c] for c in kept} for r in after[table]] == [
+                {c: r[c] for c in kept} for r in rows
+            ], f"m{number:03d} changed {table}"

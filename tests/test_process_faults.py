@@ -134,7 +134,7 @@ class Api:
                 return found
 
 
-def seed(api: Api, lps: int = LPS) -> dict:
+def first_install(api: Api) -> None:
     data = api.call(
         "PUT",
         "/api/v1/auth/first_install",
@@ -145,6 +145,16 @@ def seed(api: Api, lps: int = LPS) -> dict:
         },
     )
     api.token = data["access_token"]
+
+
+def seed(api: Api, lps: int = LPS) -> dict:
+    first_install(api)
+    return seed_world(api, lps)
+
+
+def seed_world(api: Api, lps: int = LPS) -> dict:
+    """A machine with its float, splits, a platform fee and `lps` funded LPs, made
+    over the API by the (logged in) super user and the operator."""
     api.call("PUT", "/api/v1/extension/satmachineadmin/enable", token=True)
     super_id = api.call("GET", "/api/v1/auth", token=True)["id"]
     fee_wallet = api.wallet(super_id, "platform fees")

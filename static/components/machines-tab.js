@@ -60,6 +60,23 @@ window.app.component('sm-machines-tab', {
       const out = {}
       ;(this.store.health?.machines || []).forEach(m => (out[m.machine_id] = m))
       return out
+    },
+    // An upgrade in place from v1 (m005): what was imported, once, and its notes.
+    v1Import() {
+      return this.store.health?.v1_import || null
+    },
+    v1ImportLine() {
+      const imported = this.v1Import
+      if (!imported) return ''
+      const minor = String(imported.remaining_minor ?? 0).padStart(3, '0')
+      const remaining = `${minor.slice(0, -2)}.${minor.slice(-2)}`
+      return (
+        `Imported from v1 on ${(imported.imported_at || '').slice(0, 10)}: ` +
+        `${imported.lps} LPs, ${imported.deposits} deposits, ` +
+        `${imported.payments} payments (as paid legs), ` +
+        `${imported.settlements} Lamassu transactions (settled, never paid ` +
+        `again); LP balances remaining ${remaining} GTQ.`
+      )
     }
   },
   activated() {

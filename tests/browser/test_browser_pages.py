@@ -608,3 +608,50 @@ async def test_super_user_platform_fee(
     await ui.dismiss_notifications(page)
     await ui.shot(page, shots_dir, "platform")
     assert page.errors == []
+
+
+async def test_v1_import_is_listed_on_the_machines_tab(
+    server: Server, sessions: Any
+) -> None:
+    """After an upgrade in place from v1, m005's summary (its `v1.import` audit row,
+    written here as m005 writes it) is a line on the Machines tab, with its notes."""
+    import json
+    import sqlite3
+    from datetime import datetime, timezone
+
+    other = server.accounts["operator_two"]
+    detail = {
+        "lps": 3,
+        "deposits": 4,
+        "payments": 5,
+        "settlements": 2,
+        "machines": ["v1-cfg"],
+        "lamassu_config": True,
+        "sources": ["satmachineadmin"],
+        "remaining_minor": 95_000,
+        "notes": ["v1 reached Lamassu through an SSH tunnel (lamassu@atm:22)"],
+    }
+    moment = int(datetime(2025, 6, 9, 12, tzinfo=timezone.utc).timestamp())
+    database = server.log.parent / "data" / "ext_satmachineadmin.sqlite3"
+    with sqlite3.connect(database) as conn:
+        conn.execute(
+            "INSERT INTO audit_log (id, actor_user_id, operator_user_id, action, "
+            "entity_type, entity_id, detail, created_at) "
+            "VALUES (?, 'migration:m005', ?, 'v1.import', 'operator', ?, ?, ?)",
+            (uuid.uuid4().hex, other.id, other.id, json.dumps(detail), moment),
+        )
+    page = await sessions.page(other)
+    banner = page.get_by_test_id("v1-import")
+    await banner.wait_for()
+    text = await banner.inner_text()
+    assert (
+        "Imported from v1 on 2025-06-09: 3 LPs, 4 deposits, 5 payments (as paid "
+        "legs), 2 Lamassu transactions (settled, never paid again); LP balances "
+        "remaining 950.00 GTQ." in text
+    ), text
+    assert "SSH tunnel (lamassu@atm:22)" in text
+    # Another operator sees no such line.
+    page = await sessions.page(server.accounts["operator_one"])
+    await page.get_by_test_id("machines-table").wait_for()
+    assert await page.get_by_test_id("v1-import").count() == 0
+    assert page.errors == []
