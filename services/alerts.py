@@ -476,8 +476,9 @@ def _event_window(since: int) -> int:
     return max(since, now - EVENT_WINDOW_SECONDS)
 
 
-async def _lp_events(names: _Names, since: int) -> int:
-    """Record (and queue) every LP event since `since` not yet recorded."""
+async def _lp_events(names: _Names, since: int, told: set[str]) -> int:
+    """Record (and queue) every LP event since `since` not yet recorded; the LPs
+    concerned are added to `told`."""
     window = _event_window(since)
     chosen: dict[str, dict] = {}
     recorded = 0
@@ -506,6 +507,7 @@ async def _lp_events(names: _Names, since: int) -> int:
             event=True,
         ):
             recorded += 1
+            told.add(user_id)
 
     for d in await crud.list_confirmed_deposits_since(window):
         machine = names.machine(d["machine_id"])
@@ -550,6 +552,7 @@ async def _lp_events(names: _Names, since: int) -> int:
     for user_id in await crud.lp_users_paid_since(paid_since):
         if await _payout_digest(names, user_id, since, await lp(user_id)):
             recorded += 1
+            told.add(user_id)
     return recorded
 
 
@@ -659,8 +662,11 @@ async def detect_once() -> dict[str, int]:
         if await crud.resolve_alert(alert.id, crud.now(), message):
             resolved += 1
             touched.add(alert.user_id)
-    events = await _lp_events(names, since)
+    told_lps: set[str] = set()
+    events = await _lp_events(names, since, told_lps)
     _last_pass_at = started
     if touched:
         await tell_users(touched, "alerts")
+    if told_lps:
+        await tell_users(told_lps, "lp")
     return {"opened": opened, "resolved": resolved, "events": events}

@@ -4,7 +4,10 @@
 
 window.app.component('sm-my-dca-tab', {
   template: '#sm-my-dca-tab',
-  mixins: [window.SatMachineMixin],
+  mixins: [
+    window.SatMachineMixin,
+    window.SatMachineLive.mixin({lp: 'refreshFigures'})
+  ],
   data() {
     return {
       lp: {
@@ -146,6 +149,20 @@ window.app.component('sm-my-dca-tab', {
         this.fail(err, 'Loading your DCA')
       } finally {
         this.lp.loading = false
+      }
+    },
+    // a live update: balances and payouts (the preference form is left alone)
+    async refreshFigures() {
+      try {
+        const [summary, payments] = await Promise.all([
+          this.call('GET', '/lp/summary'),
+          this.call('GET', '/lp/legs?limit=10000')
+        ])
+        this.lp.summary = summary.data
+        this.lp.payments = payments.data
+        this.$nextTick(() => this.renderLpChart())
+      } catch (err) {
+        /* the next update or a reload tries again */
       }
     },
     renderLpChart() {
