@@ -568,3 +568,101 @@ async def test_lp_is_told_deposit_digest_and_cycle_on_telegram_and_nostr(
         "payout_digest",
         "payout_digest",
     ]
+
+
+async def test_settlement_leg_and_autoforward_incidents(factory, http):
+    """Errored after its retries, stuck, an external payment pending too long, and
+    (to the LP) an autoforward that failed: each recorded once with what it is about;
+    the operator's incidents resolve when their rows change."""
+    from satmachineadmin import crud
+    from satmachineadmin.models import Leg
+    from satmachineadmin.services import alerts
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    await factory.fund(machine["wallet"], 1_000)
+    lp = await factory.lp()
+    client = await factory.enrol(operator, machine, lp)
+    # Not due for the engine: errored with its next attempt far away, processing
+    # under a live claim.
+    errored = await _settlement(operator.id, machine, "held", "node offline")
+    stuck = await _settlement(operator.id, machine, "held", "")
+    old = crud.now() - 3 * 3600
+    far = crud.now() + 365 * 86_400
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET status = 'errored', attempts = 3, "
+        "next_attempt_at = :far WHERE id = :id",
+        {"id": errored.id, "far": far},
+    )
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET status = 'processing', "
+        "claimed_until = :far, updated_at = :old WHERE id = :id",
+        {"id": stuck.id, "far": far, "old": old},
+    )
+
+    def leg(kind: str, status: str, **extra: Any) -> Leg:
+        moment = crud.now()
+        return Leg(
+            id=crud.new_id(),
+            idempotency_key=f"alerts-test:{crud.new_id()}",
+            settlement_id=stuck.id,
+            machine_id=machine["id"],
+            operator_user_id=operator.id,
+            client_id=client["id"],
+            leg_type=kind,
+            status=status,
+            amount_sats=100,
+            source_wallet_id=machine["wallet"].id,
+            destination="lp@example.com",
+            destination_kind="ln_address",
+            created_at=moment,
+            updated_at=moment,
+            **extra,
+        )
+
+    # FORWARD_MAX_ATTEMPTS: no sweep pays this one again.
+    forward = leg("autoforward", "failed", attempts=5, error="route not found")
+    pending = leg("dca", "pending", in_flight_since=old)
+    async with crud.transaction() as tx:
+        await tx.insert("satmachineadmin.legs", forward)
+        await tx.insert("satmachineadmin.legs", pending)
+
+    await alerts.detect_once()
+    shown = {a.kind: a for a in await alerts.history(operator.id, "operator", 20)}
+    assert set(shown) == {"settlement_errored", "settlement_stuck", "leg_pending"}
+    assert "errored after 3 attempts: node offline" in shown["settlement_errored"].body
+    assert "processing without change for more than 30 minutes" in (
+        shown["settlement_stuck"].body
+    )
+    assert "100 sats" in shown["leg_pending"].body
+    assert "lp@example.com" in shown["leg_pending"].body
+    told = await alerts.history(lp.id, "lp", 20)
+    assert [a.kind for a in told] == ["autoforward_failed"]
+    assert "Forwarding 100 sats" in told[0].body and "route not found" in told[0].body
+
+    # The operator raises the threshold: an errored settlement with 3 attempts is
+    # no longer an incident (resolved), and the others clear with their rows.
+    response = await http.put(
+        "/satmachineadmin/api/v1/alerts/settings",
+        headers=operator.admin,
+        json={"errored_attempts": 5},
+    )
+    assert response.status_code == 200
+    await crud.db.execute(
+        "UPDATE satmachineadmin.legs SET status = 'voided', in_flight_since = NULL "
+        "WHERE id = :id",
+        {"id": pending.id},
+    )
+    await _close(stuck)
+    await _close(errored)
+    await alerts.detect_once()
+    history = await alerts.history(operator.id, "operator", 20)
+    # (the rejection is recorded too, not told: that kind is off by default)
+    incidents = [a for a in history if a.kind != "payment_rejected"]
+    assert len(incidents) == 3 and all(a.resolved_at for a in incidents)
+    phases = sorted(m.phase for m in await messages_of(operator.id))
+    assert phases == ["opened"] * 3 + ["resolved"] * 3
+    await crud.db.execute(
+        "UPDATE satmachineadmin.legs SET status = 'voided' WHERE id = :id",
+        {"id": forward.id},
+    )
