@@ -14,15 +14,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Literal, Optional
 
-from pydantic import (
-    BaseModel,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    conint,
-    validator,
-)
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, validator
 from pydantic.errors import DictError
 
 from .calculations import format_fiat
@@ -1016,9 +1008,21 @@ class OperatorAlertSettingsIn(_Request):
 
     kinds: dict[StrictStr, StrictBool] = Field(default_factory=dict)
     machines: dict[StrictStr, dict[StrictStr, StrictBool]] = Field(default_factory=dict)
-    stuck_minutes: conint(strict=True, ge=1, le=10_080) = 30  # type: ignore[valid-type]
-    leg_pending_minutes: conint(strict=True, ge=1, le=10_080) = 60  # type: ignore[valid-type]
-    errored_attempts: conint(strict=True, ge=1, le=100) = 3  # type: ignore[valid-type]
+    stuck_minutes: StrictInt = 30
+    leg_pending_minutes: StrictInt = 60
+    errored_attempts: StrictInt = 3
+
+    @validator("stuck_minutes", "leg_pending_minutes")
+    def _minutes(cls, value: int) -> int:
+        if not 1 <= value <= 10_080:
+            raise ValueError("between 1 and 10080 minutes")
+        return value
+
+    @validator("errored_attempts")
+    def _attempts(cls, value: int) -> int:
+        if not 1 <= value <= 100:
+            raise ValueError("between 1 and 100")
+        return value
 
     @validator("kinds")
     def _few_kinds(cls, value: dict) -> dict:

@@ -362,6 +362,9 @@ async def test_operator_chooses_kinds_per_machine(factory, http):
 
     refused = await http.put(api, headers=operator.admin, json={"kinds": {"x": True}})
     assert refused.status_code == 400 and "unknown alert kind 'x'" in refused.text
+    for bad in ({"stuck_minutes": 0}, {"errored_attempts": "3"}):
+        refused = await http.put(api, headers=operator.admin, json=bad)
+        assert refused.status_code == 400, (bad, refused.text)
     stranger = await factory.operator()
     foreign = await http.put(
         api, headers=stranger.admin, json={"machines": {loud["id"]: {}}}
