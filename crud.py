@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from .models import (
+    Alert,
+    AlertMessage,
     AuditEntry,
     Client,
     ClientWithPrefs,
@@ -2204,3 +2206,320 @@ async def v1_import_summary(operator_user_id: str) -> Optional[dict]:
     summary = json.loads(row["detail"] or "{}")
     summary["imported_at"] = int(row["created_at"])
     return summary
+
+
+# ---------------------------------------------------------------- alerts
+
+
+async def get_alert_state(name: str) -> Optional[int]:
+    row: Any = await db.fetchone(
+        "SELECT value FROM satmachineadmin.alert_state WHERE name = :name",
+        {"name": name},
+    )
+    return int(row["value"]) if row else None
+
+
+async def get_alert_settings(user_id: str) -> Optional[dict]:
+    row: Any = await db.fetchone(
+        "SELECT settings FROM satmachineadmin.alert_settings WHERE user_id = :user",
+        {"user": user_id},
+    )
+    return json.loads(row["settings"]) if row else None
+
+
+async def save_alert_settings(user_id: str, settings: dict) -> None:
+    async with transaction() as tx:
+        values = {
+            "user": user_id,
+            "settings": json.dumps(settings, sort_keys=True),
+            "now": now(),
+        }
+        changed = await tx.execute(
+            "UPDATE satmachineadmin.alert_settings "
+            "SET settings = :settings, updated_at = :now WHERE user_id = :user",
+            values,
+        )
+        if not changed:
+            await tx.execute(
+                "INSERT INTO satmachineadmin.alert_settings "
+                "(user_id, settings, updated_at) VALUES (:user, :settings, :now)",
+                values,
+            )
+
+
+async def open_alert(alert: Alert, message: Optional[AlertMessage]) -> bool:
+    """Record an incident or event and queue its message, in one transaction. False
+    when its key is already recorded (seen by an earlier pass, before a restart or
+    by another process): nothing is written and nothing is sent again."""
+    async with transaction() as tx:
+        inserted = await tx.execute(
+            insert_query("satmachineadmin.alerts", alert)
+            + " ON CONFLICT (incident_key) DO NOTHING",
+            model_to_dict(alert),
+        )
+        if inserted and message:
+            await tx.insert("satmachineadmin.alert_messages", message)
+    return bool(inserted)
+
+
+async def resolve_alert(
+    alert_id: str, resolved_at: int, message: Optional[AlertMessage]
+) -> bool:
+    """Close an open incident and queue its "resolved" message, in one transaction;
+    False when it was already closed. The key gets the row's id appended: the
+    unique key then means "at most one open incident per condition", and the same
+    condition coming back later is a new incident."""
+    async with transaction() as tx:
+        closed = await tx.execute(
+            "UPDATE satmachineadmin.alerts SET resolved_at = :at, updated_at = :at, "
+            "incident_key = incident_key || '#' || id "
+            "WHERE id = :id AND resolved_at IS NULL",
+            {"id": alert_id, "at": resolved_at},
+        )
+        if closed and message:
+            await tx.insert("satmachineadmin.alert_messages", message)
+    return bool(closed)
+
+
+async def list_open_incidents() -> list[Alert]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.alerts "
+        "WHERE resolved_at IS NULL AND audience = 'operator' ORDER BY opened_at, id",
+        {},
+        Alert,
+    )
+
+
+async def latest_alert(user_id: str, kind: str) -> Optional[Alert]:
+    return await db.fetchone(
+        "SELECT * FROM satmachineadmin.alerts WHERE user_id = :user AND kind = :kind "
+        "ORDER BY opened_at DESC, id DESC LIMIT 1",
+        {"user": user_id, "kind": kind},
+        Alert,
+    )
+
+
+async def list_alerts(
+    user_id: str, audience: str, limit: int
+) -> list[tuple[Alert, Optional[AlertMessage]]]:
+    """The user's alerts, newest first, each with its latest message."""
+    alerts: list[Alert] = await db.fetchall(
+        "SELECT * FROM satmachineadmin.alerts "
+        "WHERE user_id = :user AND audience = :audience "
+        "ORDER BY updated_at DESC, id DESC LIMIT :limit",
+        {"user": user_id, "audience": audience, "limit": limit},
+        Alert,
+    )
+    if not alerts:
+        return []
+    names = {f"a{i}": alert.id for i, alert in enumerate(alerts)}
+    messages: list[AlertMessage] = await db.fetchall(
+        "SELECT * FROM satmachineadmin.alert_messages "
+        f"WHERE alert_id IN ({', '.join(':' + name for name in names)}) "
+        "ORDER BY created_at, id",
+        names,
+        AlertMessage,
+    )
+    latest = {message.alert_id: message for message in messages}
+    return [(alert, latest.get(alert.id)) for alert in alerts]
+
+
+async def get_alert_message(message_id: str) -> Optional[AlertMessage]:
+    return await _by_id("alert_messages", AlertMessage, message_id)
+
+
+async def due_alert_messages(moment: int, limit: int = 50) -> list[AlertMessage]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.alert_messages "
+        "WHERE status = 'queued' AND next_attempt_at <= :now "
+        "ORDER BY next_attempt_at, created_at, id LIMIT :limit",
+        {"now": moment, "limit": limit},
+        AlertMessage,
+    )
+
+
+async def claim_alert_message(message_id: str, attempts: int, until: int) -> bool:
+    """Take a message for one delivery attempt (another sender skips it until
+    `until`): the attempt counter is the fence."""
+    return bool(
+        await db.execute(
+            "UPDATE satmachineadmin.alert_messages "
+            "SET attempts = :next, next_attempt_at = :until "
+            "WHERE id = :id AND attempts = :attempts AND status = 'queued'",
+            {
+                "id": message_id,
+                "attempts": attempts,
+                "next": attempts + 1,
+                "until": until,
+            },
+        )
+    )
+
+
+async def record_alert_delivery(
+    message_id: str,
+    status: str,
+    channels_done: str,
+    next_attempt_at: int,
+    last_error: Optional[str],
+) -> None:
+    await db.execute(
+        "UPDATE satmachineadmin.alert_messages SET status = :status, "
+        "channels_done = :done, next_attempt_at = :next, last_error = :error, "
+        "sent_at = :sent_at WHERE id = :id",
+        {
+            "id": message_id,
+            "status": status,
+            "done": channels_done,
+            "next": next_attempt_at,
+            "error": last_error,
+            "sent_at": None if status == "queued" else now(),
+        },
+    )
+
+
+async def alert_delivery_summary(user_id: str) -> dict:
+    """The user's messages still queued: how many, how many after a failed
+    attempt, the oldest, and the latest failure."""
+    row: Any = await db.fetchone(
+        "SELECT COUNT(*) AS queued, "
+        "COALESCE(SUM(CASE WHEN last_error IS NOT NULL THEN 1 ELSE 0 END), 0) "
+        "AS failing, MIN(created_at) AS oldest "
+        "FROM satmachineadmin.alert_messages "
+        "WHERE user_id = :user AND status = 'queued'",
+        {"user": user_id},
+    )
+    failure: Any = await db.fetchone(
+        "SELECT last_error, attempts, next_attempt_at "
+        "FROM satmachineadmin.alert_messages "
+        "WHERE user_id = :user AND status = 'queued' AND last_error IS NOT NULL "
+        "ORDER BY next_attempt_at DESC, id DESC LIMIT 1",
+        {"user": user_id},
+    )
+    return {
+        "queued": int(row["queued"]),
+        "failing": int(row["failing"]),
+        "oldest_queued_at": row["oldest"],
+        "last_error": failure["last_error"] if failure else None,
+        "last_error_attempts": int(failure["attempts"]) if failure else 0,
+        "next_attempt_at": failure["next_attempt_at"] if failure else None,
+    }
+
+
+# What the alert detector reads: every operator's at once, each query bounded by
+# an index (status, in-flight legs) or by `since` (events after alerts began).
+
+
+async def list_lamassu_config_rows() -> list[dict]:
+    rows: Any = await db.fetchall("SELECT * FROM satmachineadmin.lamassu_config", {})
+    return [dict(row) for row in rows]
+
+
+async def list_settlements_in(
+    statuses: Sequence[str], updated_since: int = 0, limit: int = 1000
+) -> list[Settlement]:
+    names = {f"s{i}": status for i, status in enumerate(statuses)}
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.settlements "
+        f"WHERE status IN ({', '.join(':' + name for name in names)}) "
+        "AND updated_at >= :since ORDER BY updated_at, id LIMIT :limit",
+        {**names, "since": updated_since, "limit": limit},
+        Settlement,
+    )
+
+
+async def list_in_flight_legs_before(moment: int, limit: int = 1000) -> list[Leg]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.legs WHERE status = 'pending' "
+        "AND in_flight_since IS NOT NULL AND in_flight_since < :moment "
+        "ORDER BY in_flight_since, id LIMIT :limit",
+        {"moment": moment, "limit": limit},
+        Leg,
+    )
+
+
+async def list_confirmed_deposits_since(since: int, limit: int = 1000) -> list[Any]:
+    """Deposits confirmed since `since`, with the LP's user id."""
+    rows: Any = await db.fetchall(
+        "SELECT d.*, c.user_id FROM satmachineadmin.deposits d "
+        "JOIN satmachineadmin.clients c ON c.id = d.client_id "
+        "WHERE d.status = 'confirmed' AND d.confirmed_at >= :since "
+        "ORDER BY d.confirmed_at, d.id LIMIT :limit",
+        {"since": since, "limit": limit},
+    )
+    return [dict(row) for row in rows]
+
+
+async def list_cycle_complete_clients(since: int, limit: int = 1000) -> list[Client]:
+    return await db.fetchall(
+        "SELECT * FROM satmachineadmin.clients WHERE cycle_complete = TRUE "
+        "AND updated_at >= :since ORDER BY updated_at, id LIMIT :limit",
+        {"since": since, "limit": limit},
+        Client,
+    )
+
+
+async def list_failed_autoforwards(since: int, limit: int = 1000) -> list[Any]:
+    """Autoforward legs that failed since `since`, with the LP's user id."""
+    rows: Any = await db.fetchall(
+        "SELECT l.id, l.machine_id, l.amount_sats, l.destination, l.error, "
+        "l.attempts, c.user_id FROM satmachineadmin.legs l "
+        "JOIN satmachineadmin.clients c ON c.id = l.client_id "
+        "WHERE l.leg_type = 'autoforward' AND l.status = 'failed' "
+        "AND l.updated_at >= :since ORDER BY l.updated_at, l.id LIMIT :limit",
+        {"since": since, "limit": limit},
+    )
+    return [dict(row) for row in rows]
+
+
+async def lp_users_paid_since(since: int) -> list[str]:
+    rows: Any = await db.fetchall(
+        "SELECT DISTINCT c.user_id FROM satmachineadmin.legs l "
+        "JOIN satmachineadmin.clients c ON c.id = l.client_id "
+        "WHERE l.updated_at >= :since AND l.status = 'completed' "
+        "AND l.leg_type IN ('dca', 'fixed', 'settlement')",
+        {"since": since},
+    )
+    return [row["user_id"] for row in rows]
+
+
+async def lp_payouts_between(user_id: str, after: int, until: int) -> list[Any]:
+    """Per machine and currency: the LP's completed principal legs with
+    after < completed_at <= until (count, sats, fiat minor)."""
+    rows: Any = await db.fetchall(
+        "SELECT l.machine_id, l.currency, COUNT(*) AS legs, "
+        "COALESCE(SUM(l.amount_sats), 0) AS sats, "
+        "COALESCE(SUM(l.amount_fiat_minor), 0) AS fiat "
+        "FROM satmachineadmin.legs l "
+        "JOIN satmachineadmin.clients c ON c.id = l.client_id "
+        "WHERE c.user_id = :user AND l.status = 'completed' "
+        "AND l.leg_type IN ('dca', 'fixed', 'settlement') "
+        "AND l.completed_at > :after AND l.completed_at <= :until "
+        "GROUP BY l.machine_id, l.currency ORDER BY l.machine_id, l.currency",
+        {"user": user_id, "after": after, "until": until},
+    )
+    return [dict(row) for row in rows]
+
+
+async def users_changed_since(since: int) -> tuple[set[str], set[str]]:
+    """(operators, LP users) whose settlements, legs or LP balances changed at or
+    after `since`: whom the live-update loop tells to refresh."""
+    operators: set[str] = set()
+    lps: set[str] = set()
+    for table in ("settlements", "legs", "clients"):
+        rows: Any = await db.fetchall(
+            f"SELECT DISTINCT operator_user_id FROM satmachineadmin.{table} "
+            "WHERE updated_at >= :since",
+            {"since": since},
+        )
+        operators.update(row["operator_user_id"] for row in rows)
+    rows = await db.fetchall(
+        "SELECT DISTINCT c.user_id FROM satmachineadmin.clients c "
+        "WHERE c.updated_at >= :since UNION "
+        "SELECT DISTINCT c.user_id FROM satmachineadmin.legs l "
+        "JOIN satmachineadmin.clients c ON c.id = l.client_id "
+        "WHERE l.updated_at >= :since",
+        {"since": since},
+    )
+    lps.update(row["user_id"] for row in rows)
+    return operators, lps

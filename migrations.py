@@ -14,6 +14,7 @@ import json
 import os
 import re
 import struct
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -1084,3 +1085,96 @@ async def _import_v1(tx: Any, sources: list[tuple[str, set[str]]]) -> None:  # n
             "created_at": moment,
         },
     )
+
+
+async def m006_alerts(db: Database) -> None:
+    """Alerts (services/alerts.py): incidents and LP events, the messages that tell
+    someone about them, and each user's choice of what to be told.
+
+    - alerts: one row per incident or event, keyed by `incident_key` (unique: an
+      incident seen again by the detector, before or after a restart, is the same
+      row). `resolved_at` is set when the condition clears (events are resolved when
+      they open).
+    - alert_messages: the outbox. Each message is written in the same transaction as
+      the alert it speaks for and delivered later by the sender loop, so the engine
+      and the listener never wait for a mail server; `attempts` and `next_attempt_at`
+      drive the backoff, `channels_done` keeps a retry from sending twice on a channel
+      that already took it.
+    - alert_settings: a user's choices as JSON (kinds on or off, for all machines or
+      per machine, thresholds; the LP's notifications and digest period).
+    - alert_state: named epoch values (`events_since`: LP events older than this
+      migration are history, not news).
+    The updated_at indexes let the live-update loop find what changed since its last
+    tick without scanning the tables.
+    """
+    big = db.big_int
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.alerts (
+            id TEXT PRIMARY KEY,
+            incident_key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            audience TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            operator_user_id TEXT,
+            machine_id TEXT,
+            subject TEXT NOT NULL,
+            body TEXT NOT NULL,
+            notify BOOLEAN NOT NULL DEFAULT TRUE,
+            opened_at {big} NOT NULL,
+            resolved_at {big},
+            updated_at {big} NOT NULL
+        );
+        """
+    )
+    await _index(db, "alerts_key_uq", "alerts", "incident_key", unique=True)
+    await _index(db, "alerts_user_ix", "alerts", "user_id, opened_at")
+    await _index(db, "alerts_open_ix", "alerts", "resolved_at, audience")
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.alert_messages (
+            id TEXT PRIMARY KEY,
+            alert_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            body TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'queued',
+            channels_done TEXT NOT NULL DEFAULT '',
+            attempts INT NOT NULL DEFAULT 0,
+            next_attempt_at {big} NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created_at {big} NOT NULL,
+            sent_at {big}
+        );
+        """
+    )
+    await _index(
+        db, "alert_messages_queue_ix", "alert_messages", "status, next_attempt_at"
+    )
+    await _index(db, "alert_messages_alert_ix", "alert_messages", "alert_id")
+    await _index(db, "alert_messages_user_ix", "alert_messages", "user_id, created_at")
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.alert_settings (
+            user_id TEXT PRIMARY KEY,
+            settings TEXT NOT NULL,
+            updated_at {big} NOT NULL
+        );
+        """
+    )
+    await db.execute(
+        f"""
+        CREATE TABLE satmachineadmin.alert_state (
+            name TEXT PRIMARY KEY,
+            value {big} NOT NULL
+        );
+        """
+    )
+    await db.execute(
+        "INSERT INTO satmachineadmin.alert_state (name, value) VALUES (:name, :value)",
+        {"name": "events_since", "value": int(time.time())},
+    )
+    await _index(db, "legs_updated_ix", "legs", "updated_at")
+    await _index(db, "settlements_updated_ix", "settlements", "updated_at")
+    await _index(db, "clients_updated_ix", "clients", "updated_at")

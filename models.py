@@ -938,3 +938,118 @@ def audit_out(entry: AuditEntry) -> AuditOut:
         detail=json.loads(entry.detail) if entry.detail else None,
         created_at=iso(entry.created_at),
     )
+
+
+# ---------------------------------------------------------------- alerts
+
+
+class Alert(BaseModel):
+    """One row of satmachineadmin.alerts: an operator incident or an LP event."""
+
+    id: str
+    incident_key: str
+    kind: str
+    audience: str  # "operator" or "lp"
+    user_id: str  # who is told
+    operator_user_id: Optional[str] = None
+    machine_id: Optional[str] = None
+    subject: str
+    body: str
+    notify: bool = True  # False: recorded, but the user turned this kind off
+    opened_at: int
+    resolved_at: Optional[int] = None
+    updated_at: int
+
+
+class AlertMessage(BaseModel):
+    """One row of satmachineadmin.alert_messages: a message to deliver."""
+
+    id: str
+    alert_id: str
+    user_id: str
+    phase: str  # "opened", "resolved" or "event"
+    subject: str
+    body: str
+    status: str = "queued"  # queued, sent, no_channel
+    channels_done: str = ""
+    attempts: int = 0
+    next_attempt_at: int = 0
+    last_error: Optional[str] = None
+    created_at: int
+    sent_at: Optional[int] = None
+
+
+class AlertOut(BaseModel):
+    id: str
+    kind: str
+    machine_id: Optional[str]
+    subject: str
+    body: str
+    opened_at: Optional[str]
+    resolved_at: Optional[str]
+    notify: bool
+    # the delivery of its latest message: queued, sent, no_channel (None: none)
+    delivery: Optional[str] = None
+    delivery_attempts: int = 0
+    delivery_error: Optional[str] = None
+
+
+def alert_out(alert: Alert, message: Optional[AlertMessage]) -> AlertOut:
+    return AlertOut(
+        id=alert.id,
+        kind=alert.kind,
+        machine_id=alert.machine_id,
+        subject=alert.subject,
+        body=alert.body,
+        opened_at=iso(alert.opened_at),
+        resolved_at=iso(alert.resolved_at),
+        notify=alert.notify,
+        delivery=message.status if message else None,
+        delivery_attempts=message.attempts if message else 0,
+        delivery_error=message.last_error if message else None,
+    )
+
+
+class OperatorAlertSettingsIn(_Request):
+    """PUT /alerts/settings: kinds on or off for every machine (`kinds`) and per
+    machine (`machines`: machine id -> kinds, overriding `kinds`), and thresholds."""
+
+    kinds: dict[StrictStr, StrictBool] = Field(default_factory=dict)
+    machines: dict[StrictStr, dict[StrictStr, StrictBool]] = Field(default_factory=dict)
+    stuck_minutes: StrictInt = 30
+    leg_pending_minutes: StrictInt = 60
+    errored_attempts: StrictInt = 3
+
+    @validator("stuck_minutes", "leg_pending_minutes")
+    def _minutes(cls, value: int) -> int:
+        if not 1 <= value <= 10_080:
+            raise ValueError("between 1 and 10080 minutes")
+        return value
+
+    @validator("errored_attempts")
+    def _attempts(cls, value: int) -> int:
+        if not 1 <= value <= 100:
+            raise ValueError("between 1 and 100")
+        return value
+
+    @validator("kinds")
+    def _few_kinds(cls, value: dict) -> dict:
+        if len(value) > 32:
+            raise ValueError("at most 32 kinds")
+        return value
+
+    @validator("machines")
+    def _few_machines(cls, value: dict) -> dict:
+        if len(value) > 500 or any(len(kinds) > 32 for kinds in value.values()):
+            raise ValueError("at most 500 machines of at most 32 kinds each")
+        return value
+
+
+class LpAlertSettingsIn(_Request):
+    """PUT /lp/alerts/settings: which notifications the LP gets, the digest period."""
+
+    deposit_confirmed: StrictBool = True
+    payout_digest: StrictBool = True
+    digest_period: Literal["hour", "day", "week"] = "day"
+    cycle_complete: StrictBool = True
+    autoforward_failed: StrictBool = True

@@ -3,7 +3,8 @@
 The listener shares LNbits' queue with every extension, so it filters and hands off:
 landing a settlement runs in a task of its own, and payouts run in the engine loop.
 SATMACHINE_ENGINE_AUTORUN=0 leaves the engine and sweep loops off (the test suite
-drives them step by step); the listener always runs.
+drives them step by step), and with them the alert detector and sender; the listener
+and the live-update loop (read-only) always run.
 """
 
 import asyncio
@@ -17,12 +18,18 @@ from . import bitspire, distribution, intake
 from .engine import books, fixed_mode, payouts
 from .lamassu import connection as lamassu_connection
 from .lamassu import poller as lamassu_poller
+from .services import alerts, live, notify
 
 ENGINE_IDLE_SECONDS = 5
 SWEEP_INTERVAL_SECONDS = 30
 # SATMACHINE_SCHEDULER_SECONDS shortens it for tests.
 SCHEDULER_INTERVAL_SECONDS = int(os.environ.get("SATMACHINE_SCHEDULER_SECONDS", "30"))
 LAMASSU_TICK_SECONDS = 10
+# Alerts: how often incidents are looked for and the outbox is emptied; how soon the
+# page hears of a change (each shortened by its variable for tests).
+ALERT_DETECT_SECONDS = int(os.environ.get("SATMACHINE_ALERT_DETECT_SECONDS", "30"))
+ALERT_SEND_SECONDS = int(os.environ.get("SATMACHINE_ALERT_SEND_SECONDS", "10"))
+LIVE_TICK_SECONDS = int(os.environ.get("SATMACHINE_LIVE_SECONDS", "2"))
 
 # asyncio keeps only weak references to tasks: hold them until they finish.
 _handoffs: set[asyncio.Task] = set()
@@ -73,6 +80,18 @@ async def scheduler_once() -> None:
     await payouts.forward_sweep()
 
 
+async def alerts_detect_once() -> None:
+    await alerts.detect_once()
+
+
+async def alerts_send_once() -> None:
+    await notify.send_due()
+
+
+async def live_once() -> None:
+    await live.publish_changes()
+
+
 def autorun() -> bool:
     return os.environ.get("SATMACHINE_ENGINE_AUTORUN", "1") != "0"
 
@@ -81,7 +100,20 @@ def start_background_work() -> None:
     from lnbits.task_manager import task_manager
 
     task_manager.register_invoice_listener(on_invoice_paid, "ext_satmachineadmin")
+    task_manager.create_permanent_task(
+        live_once, name="satmachineadmin_live", interval=LIVE_TICK_SECONDS
+    )
     if autorun():
+        task_manager.create_permanent_task(
+            alerts_detect_once,
+            name="satmachineadmin_alerts",
+            interval=ALERT_DETECT_SECONDS,
+        )
+        task_manager.create_permanent_task(
+            alerts_send_once,
+            name="satmachineadmin_alert_sender",
+            interval=ALERT_SEND_SECONDS,
+        )
         task_manager.create_permanent_task(engine_loop, name="satmachineadmin_engine")
         task_manager.create_permanent_task(
             sweep_once, name="satmachineadmin_sweep", interval=SWEEP_INTERVAL_SECONDS
@@ -105,6 +137,9 @@ def stop_background_work() -> None:
         "satmachineadmin_sweep",
         "satmachineadmin_scheduler",
         "satmachineadmin_lamassu",
+        "satmachineadmin_live",
+        "satmachineadmin_alerts",
+        "satmachineadmin_alert_sender",
     ):
         task = task_manager.get_task(name)
         if task:

@@ -25,6 +25,7 @@ from .api.lamassu import satmachineadmin_lamassu_router
 from .api.route import ExtensionRoute
 from .errors import NotFound
 from .models import (
+    AlertOut,
     AuditOut,
     AutoSettlementIn,
     BalanceOut,
@@ -38,10 +39,12 @@ from .models import (
     LegOut,
     LegStatus,
     LegType,
+    LpAlertSettingsIn,
     LpPreferencesOut,
     MachineOut,
     ManualSettlementIn,
     NoteIn,
+    OperatorAlertSettingsIn,
     PartialDispenseIn,
     RejectIn,
     SetLpPreferences,
@@ -70,6 +73,7 @@ from .models import (
 )
 from .services import (
     accounts,
+    alerts,
     commission,
     corrections,
     manual,
@@ -479,7 +483,10 @@ def _csv_download(chunks: AsyncIterator[str], filename: str) -> StreamingRespons
 
 @route.get("/health")
 async def api_health(operator: str = Depends(operator_reader)) -> dict:
-    return await reports.health(operator)
+    health = await reports.health(operator)
+    # Alert delivery: the operator's channels and any message failing to go out.
+    health["alerts"] = await alerts.delivery_health(operator)
+    return health
 
 
 @route.get("/reports")
@@ -505,6 +512,48 @@ async def api_audit_log(
 ) -> list[AuditOut]:
     entries = await crud.get_audit_log(operator, entity_id, limit)
     return [audit_out(entry) for entry in entries]
+
+
+# ---------------------------------------------------------------- alerts
+
+
+@route.get("/alerts", response_model=list[AlertOut])
+async def api_alerts(
+    limit: int = Query(100, ge=1, le=1000),
+    operator: str = Depends(operator_reader),
+) -> list[AlertOut]:
+    return await alerts.history(operator, "operator", limit)
+
+
+@route.get("/alerts/settings")
+async def api_alert_settings(operator: str = Depends(operator_reader)) -> dict:
+    return alerts.settings_out(await alerts.operator_settings(operator))
+
+
+@route.put("/alerts/settings")
+async def api_set_alert_settings(
+    data: OperatorAlertSettingsIn, operator: str = Depends(operator_writer)
+) -> dict:
+    return alerts.settings_out(await alerts.save_operator_settings(operator, data))
+
+
+@route.get("/lp/alerts", response_model=list[AlertOut])
+async def api_lp_alerts(
+    limit: int = Query(100, ge=1, le=1000), user: str = Depends(lp_reader)
+) -> list[AlertOut]:
+    return await alerts.history(user, "lp", limit)
+
+
+@route.get("/lp/alerts/settings")
+async def api_lp_alert_settings(user: str = Depends(lp_reader)) -> dict:
+    return await alerts.lp_settings(user)
+
+
+@route.put("/lp/alerts/settings")
+async def api_set_lp_alert_settings(
+    data: LpAlertSettingsIn, user: str = Depends(lp_writer)
+) -> dict:
+    return await alerts.save_lp_settings(user, data)
 
 
 # ---------------------------------------------------------------- the LP's own

@@ -332,6 +332,28 @@ ROWS: list[Row] = [
         query=lambda w: {"entity_id": w["machine"]},
         note="a filter on another operator's id only narrows the caller's own trail",
     ),
+    # ------------------------------------------------------------ alerts
+    Row("GET", "/alerts", read(200, others=200)),
+    Row("GET", "/alerts/settings", read(200, others=200)),
+    Row(
+        "PUT",
+        "/alerts/settings",
+        write(200, others=404),
+        body=lambda w, c: {
+            "kinds": {"float_short": True},
+            "machines": {w["machine"]: {"payment_held": False}},
+        },
+        note="naming another operator's machine is a 404",
+    ),
+    Row("GET", "/lp/alerts", lp_own(200, others=200)),
+    Row("GET", "/lp/alerts/settings", lp_own(200, others=200)),
+    Row(
+        "PUT",
+        "/lp/alerts/settings",
+        lp_own(200, others=200, invoice=403),
+        body=lambda w, c: {"digest_period": "week"},
+        note="everyone sets their own",
+    ),
     # ------------------------------------------------------------ Lamassu (each caller's own)
     Row(
         "PUT",

@@ -6,7 +6,10 @@
 
 window.app.component('sm-my-dca-tab', {
   template: '#sm-my-dca-tab',
-  mixins: [window.SatMachineMixin],
+  mixins: [
+    window.SatMachineMixin,
+    window.SatMachineLive.mixin({lp: 'refreshFigures'})
+  ],
   data() {
     return {
       lp: {
@@ -240,6 +243,22 @@ window.app.component('sm-my-dca-tab', {
         setTimeout(() => URL.revokeObjectURL(url), 10000)
       } catch (err) {
         this.fail(err, 'Downloading your statement')
+      }
+    },
+    // a live update: balances and payouts (the preference form is left alone)
+    async refreshFigures() {
+      try {
+        const [summary, payments, deposits] = await Promise.all([
+          this.call('GET', '/lp/summary'),
+          this.call('GET', '/lp/legs?limit=10000'),
+          this.call('GET', '/lp/deposits')
+        ])
+        this.lp.summary = summary.data
+        this.lp.payments = payments.data
+        this.lp.deposits = deposits.data
+        this.$nextTick(() => this.renderLpChart())
+      } catch (err) {
+        /* the next update or a reload tries again */
       }
     },
     renderLpChart() {

@@ -5,7 +5,10 @@
 
 window.app.component('sm-reports-tab', {
   template: '#sm-reports-tab',
-  mixins: [window.SatMachineMixin],
+  mixins: [
+    window.SatMachineMixin,
+    window.SatMachineLive.mixin({books: 'loadReports', alerts: 'loadReports'})
+  ],
   data() {
     return {
       // the background tasks: [health's flag, icon, name]

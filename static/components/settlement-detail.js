@@ -5,7 +5,10 @@
 
 window.app.component('sm-settlement-detail', {
   template: '#sm-settlement-detail',
-  mixins: [window.SatMachineMixin],
+  mixins: [
+    window.SatMachineMixin,
+    window.SatMachineLive.mixin({books: 'reloadIfShown'})
+  ],
   emits: ['changed'],
   data() {
     return {
@@ -77,6 +80,10 @@ window.app.component('sm-settlement-detail', {
     async open(row) {
       this.detail = this.detailState(row)
       await this.reloadDetail()
+    },
+    // a live update: the legs of the settlement on screen
+    reloadIfShown() {
+      if (this.detail.show) this.reloadDetail()
     },
     async reloadDetail() {
       if (!this.detail.s) return

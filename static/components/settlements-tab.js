@@ -4,7 +4,10 @@
 
 window.app.component('sm-settlements-tab', {
   template: '#sm-settlements-tab',
-  mixins: [window.SatMachineMixin],
+  mixins: [
+    window.SatMachineMixin,
+    window.SatMachineLive.mixin({books: 'loadSettlements'})
+  ],
   data() {
     return {
       settlementStatuses: [

@@ -61,6 +61,7 @@ window.app = Vue.createApp({
   },
 
   async created() {
+    SatMachineLive.connect()
     const wanted = new URLSearchParams(window.location.search).get('tab')
     try {
       await SatMachineStore.loadMachines()

@@ -125,6 +125,9 @@ def start_server(runtime: Path, port: int) -> tuple[subprocess.Popen, Path]:
             "LNBITS_RESERVE_FEE_MIN": "0",
             "LNBITS_BASEURL": f"http://127.0.0.1:{port}/",
             "SATMACHINE_ENGINE_AUTORUN": "1",
+            # alerts and live updates within seconds (test_browser_pages_live.py)
+            "SATMACHINE_ALERT_DETECT_SECONDS": "2",
+            "SATMACHINE_LIVE_SECONDS": "1",
             "DEBUG": "false",
             "LOG_LEVEL": "WARNING",
             "HOST": "127.0.0.1",
