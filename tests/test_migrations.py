@@ -13,14 +13,19 @@ beside it (m002 below; m004 in test_external_lightning.py; the v1 upgrade, m003 
 m005, in test_upgrade_v1.py and test_install.py).
 """
 
+import os
 import re
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import inprocess  # scripts/, on the path tests/conftest.py sets
 import pytest
-from conftest import DB_KIND, _pg_server
+
+# Not imported from conftest: with tests/browser collected too, `conftest` may name
+# the browser's.
+DB_KIND = os.environ.get("SATMACHINE_TEST_DB", "sqlite")
 
 OPERATOR = "op" + "0" * 30
 UUID_REF = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -35,9 +40,9 @@ async def fresh_databases(tmp_path: Any, *names: str):
 
     if DB_KIND == "postgres":
         name = f"migration_{uuid.uuid4().hex[:10]}"
-        _pg_server.psql(f"CREATE DATABASE {name};")
+        inprocess.PG_SERVER.psql(f"CREATE DATABASE {name};")
         saved = settings.lnbits_database_url
-        settings.lnbits_database_url = _pg_server.get_uri(name).replace(
+        settings.lnbits_database_url = inprocess.PG_SERVER.get_uri(name).replace(
             "postgresql://", "postgres://"
         )
         try:
