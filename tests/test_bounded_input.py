@@ -47,9 +47,11 @@ decimal_input = inputs.decimal_input
 
 API = "/satmachineadmin/api/v1"
 EXAMPLES = int(os.environ.get("SATMACHINE_INPUT_EXAMPLES", "300"))
-# The whole request (authorization, database reads, the refusal) on a shared 2-core
-# machine: generous, and still three orders of magnitude below the old stall.
-REQUEST_SECONDS = 0.5
+# The whole request (authorization, database reads, the refusal): a bound on a stall,
+# not a speed test (bench/ measures speed). A refused request took 0.76 s once on
+# this 2-core machine under a load of 8; before the bounded parser "1E-999999…" never
+# answered at all, so the bound still tells the two apart.
+REQUEST_SECONDS = 5.0
 PARSER_SECONDS = 0.005
 HOSTILE = "1E-4000000"
 
