@@ -788,6 +788,32 @@ async def list_due_settlement_ids(limit: int = 100) -> list[str]:
     return [row["id"] for row in rows]
 
 
+async def list_due_settlement_refs(limit: int = 100) -> list[tuple[str, str]]:
+    """(id, machine_id) of due settlements, oldest first, leaving out every machine
+    that has a settlement under a live claim: that machine is being paid by another
+    worker (here or in another LNbits process), and its float is spent one settlement
+    at a time. Servers therefore spread over machines instead of all trying the same
+    first row; the conditional UPDATE of claim_settlement stays the arbiter."""
+    moment = now()
+    rows: Any = await db.fetchall(
+        """
+        SELECT id, machine_id FROM satmachineadmin.settlements
+        WHERE (
+            status = 'pending'
+            OR (status = 'errored' AND next_attempt_at <= :now)
+            OR (status = 'processing' AND claimed_until < :now)
+        ) AND machine_id NOT IN (
+            SELECT machine_id FROM satmachineadmin.settlements
+            WHERE status = 'processing' AND claimed_until >= :now
+        )
+        ORDER BY created_at, id
+        LIMIT :limit
+        """,
+        {"now": moment, "limit": limit},
+    )
+    return [(row["id"], row["machine_id"]) for row in rows]
+
+
 async def update_settlement_plan(tx: Tx, settlement: Settlement) -> bool:
     """Write the plan's figures, only while the worker still holds the claim it
     planned under, for the plan version it planned (a compare-and-swap): a worker
