@@ -28,8 +28,10 @@ bounds the latencies' resolution):
 - drain: from the burst's first payment to its last settlement paid;
 - CPU seconds per server process and for PostgreSQL (postmaster, its live backends
   and the ones that exited) over the scenario, and the cores that makes.
-`uptime`'s load average is printed at the start and the end: this machine is shared,
-and the figures mean little when the load is above its 2 cores.
+`uptime`'s load average is printed at the start and the end, and each scenario's
+1-minute load at its start and end in its row: on a shared machine the figures mean
+little when the load is above its 2 cores (the CPU column then shows the servers
+starved), and a ratio is only fair between scenarios run under the same load.
 
 The last line reads `scale-out ratio R, p95 latency S s` (S: steady-rate p95 with the
 most processes). Settings: SATMACHINE_ENGINE_CONCURRENCY (machines one process pays
@@ -37,7 +39,8 @@ at a time) is passed through with --concurrency.
 
 Usage: bench/scale_bench.py [--machines 20] [--lps 30] [--rate 0.25]
        [--steady-seconds 180] [--burst 500] [--processes 1,2] [--concurrency N]
-Short run (proves it works, ~5 min): --steady-seconds 20 --burst 40
+Short run (proves it works; 10-15 min on a loaded machine, half of it seeding):
+  --steady-seconds 30 --burst 40
 """
 
 import argparse
@@ -439,6 +442,7 @@ async def run_scenario(
         for i in range(processes)
     ]
     scenario = Scenario(processes)
+    load_at_start = os.getloadavg()[0]
     conn = await asyncpg.connect(pg.dsn(name))
     watcher = Watcher(conn, scenario)
     try:
@@ -539,6 +543,7 @@ async def run_scenario(
         "cpu": cpu,
         "pg_cpu": pg_cpu,
         "wall": wall,
+        "load": (load_at_start, os.getloadavg()[0]),
     }
 
 
@@ -553,7 +558,7 @@ def print_table(args: argparse.Namespace, rows: list[dict]) -> None:
         f"{'procs':>5} {'cash-outs':>9} {'legs':>6} {'run legs/s':>10} "
         f"{'drain legs/s':>12} {'drain s':>8} {'steady p50/p95/p99 s':>21} "
         f"{'burst p50/p95/p99 s':>21} {'CPU s per process':>18} {'PG CPU s':>9} "
-        f"{'cores':>6}"
+        f"{'cores':>6} {'load 1-min':>11}"
     )
     for row in rows:
         steady = "/".join(f"{percentile(row['steady'], p):.1f}" for p in (50, 95, 99))
@@ -564,7 +569,8 @@ def print_table(args: argparse.Namespace, rows: list[dict]) -> None:
             f"{row['processes']:>5} {row['cash_outs']:>9} {row['legs']:>6} "
             f"{row['run_legs_per_s']:>10.1f} {row['drain_legs_per_s']:>12.1f} "
             f"{row['drain_s']:>8.1f} {steady:>21} {burst:>21} {cpu:>18} "
-            f"{row['pg_cpu']:>9.0f} {cores:>6.2f}"
+            f"{row['pg_cpu']:>9.0f} {cores:>6.2f} "
+            f"{row['load'][0]:>5.1f}-{row['load'][1]:<5.1f}"
         )
         if row["failures"] or row["not_processed"] or not row["complete"]:
             print(
@@ -616,5 +622,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # Each line as it comes, also into a file: a run takes many minutes.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     asyncio.run(main())
