@@ -162,13 +162,20 @@ async def run_due_settlements(limit: int = 100) -> int:
     start = random.randrange(len(queues))
     queues = queues[start:] + queues[:start]
 
+    errors: list[Exception] = []
+
     async def machine_worker() -> int:
         done = 0
         while queues:
-            for settlement_id in queues.pop(0):
-                if not await process_settlement(settlement_id):
-                    break
-                done += 1
+            try:
+                for settlement_id in queues.pop(0):
+                    if not await process_settlement(settlement_id):
+                        break
+                    done += 1
+            except Exception as exc:
+                # (The database gone, say.) This machine waits for the next pass; the
+                # others in flight finish what they are paying.
+                errors.append(exc)
         return done
 
     workers = [
@@ -176,13 +183,16 @@ async def run_due_settlements(limit: int = 100) -> int:
         for _ in range(min(MACHINES_IN_FLIGHT, len(queues)))
     ]
     try:
-        return sum(await asyncio.gather(*workers))
+        done = sum(await asyncio.gather(*workers))
     finally:
-        # A worker that raised (EngineCrash in tests): the others stop with it, and
-        # are gone before the exception leaves the pass.
+        # EngineCrash (a BaseException: a killed process, in tests) stops every
+        # worker at once, and they are gone before it leaves the pass.
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+    if errors:
+        raise errors[0]
+    return done
 
 
 async def after_processed(settlement: Settlement, machine: Machine) -> None:

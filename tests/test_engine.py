@@ -412,3 +412,36 @@ async def test_machines_are_paid_in_parallel_each_one_in_order(
     assert order[machines[3]["id"]][0] == held
     for settlement_id in settlements:
         assert (await crud.get_settlement(settlement_id)).status == "processed"
+
+
+async def test_a_machine_whose_pass_fails_does_not_stop_the_others(
+    factory, super_user, no_platform_fee, monkeypatch
+):
+    """An error at one machine (the database gone for a moment, say) is raised from
+    the pass, after the other machines in flight have been paid."""
+    from satmachineadmin import crud, distribution
+
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000_000)
+    settlements = []
+    for _ in range(2):
+        _, machine, _, _ = await _machine_with_lps(factory, ["100.00"])
+        played = await factory.cash_out(machine, customer.wallet, "1.00", 150, 0)
+        settlements.append((await factory.settlement_of(played["payment_hash"])).id)
+    broken, fine = settlements
+    real = distribution.process_settlement
+
+    async def failing(settlement_id: str):
+        if settlement_id == broken:
+            raise RuntimeError("database unreachable")
+        await asyncio.sleep(0.1)  # still paying when the other one fails
+        return await real(settlement_id)
+
+    monkeypatch.setattr(distribution, "process_settlement", failing)
+    with pytest.raises(RuntimeError, match="database unreachable"):
+        await distribution.run_due_settlements()
+    assert (await crud.get_settlement(fine)).status == "processed"
+    assert (await crud.get_settlement(broken)).status == "pending"
+    monkeypatch.setattr(distribution, "process_settlement", real)
+    assert await distribution.run_due_settlements() == 1
+    assert (await crud.get_settlement(broken)).status == "processed"
