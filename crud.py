@@ -789,23 +789,16 @@ async def list_due_settlement_ids(limit: int = 100) -> list[str]:
 
 
 async def list_due_settlement_refs(limit: int = 100) -> list[tuple[str, str]]:
-    """(id, machine_id) of due settlements, oldest first, leaving out every machine
-    that has a settlement under a live claim: that machine is being paid by another
-    worker (here or in another LNbits process), and its float is spent one settlement
-    at a time. Servers therefore spread over machines instead of all trying the same
-    first row; the conditional UPDATE of claim_settlement stays the arbiter."""
+    """(id, machine_id) of due settlements, oldest first, for an engine pass that pays
+    machines in parallel (a settlement under a live claim is not due: another worker,
+    here or in another LNbits process, is paying it)."""
     moment = now()
     rows: Any = await db.fetchall(
         """
         SELECT id, machine_id FROM satmachineadmin.settlements
-        WHERE (
-            status = 'pending'
-            OR (status = 'errored' AND next_attempt_at <= :now)
-            OR (status = 'processing' AND claimed_until < :now)
-        ) AND machine_id NOT IN (
-            SELECT machine_id FROM satmachineadmin.settlements
-            WHERE status = 'processing' AND claimed_until >= :now
-        )
+        WHERE status = 'pending'
+           OR (status = 'errored' AND next_attempt_at <= :now)
+           OR (status = 'processing' AND claimed_until < :now)
         ORDER BY created_at, id
         LIMIT :limit
         """,
