@@ -790,6 +790,25 @@ async def list_due_settlement_ids(limit: int = 100) -> list[str]:
     return [row["id"] for row in rows]
 
 
+async def list_due_settlement_refs(limit: int = 100) -> list[tuple[str, str]]:
+    """(id, machine_id) of due settlements, oldest first, for an engine pass that pays
+    machines in parallel (a settlement under a live claim is not due: another worker,
+    here or in another LNbits process, is paying it)."""
+    moment = now()
+    rows: Any = await db.fetchall(
+        """
+        SELECT id, machine_id FROM satmachineadmin.settlements
+        WHERE status = 'pending'
+           OR (status = 'errored' AND next_attempt_at <= :now)
+           OR (status = 'processing' AND claimed_until < :now)
+        ORDER BY created_at, id
+        LIMIT :limit
+        """,
+        {"now": moment, "limit": limit},
+    )
+    return [(row["id"], row["machine_id"]) for row in rows]
+
+
 async def update_settlement_plan(tx: Tx, settlement: Settlement) -> bool:
     """Write the plan's figures, only while the worker still holds the claim it
     planned under, for the plan version it planned (a compare-and-swap): a worker

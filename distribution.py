@@ -12,7 +12,9 @@ Life of a settlement (how it lands is intake.py's job):
    whether the leg's invoice was paid before paying anything again.
 """
 
+import asyncio
 import os
+import random
 import time
 from typing import Optional
 
@@ -38,6 +40,10 @@ from .models import Leg, Machine, Settlement
 # worker that died mid-distribution). SATMACHINE_LEASE_SECONDS shortens it for tests
 # that kill the server process and restart it.
 LEASE_SECONDS = int(os.environ.get("SATMACHINE_LEASE_SECONDS", "120"))
+# How many machines one process pays at the same time (one settlement in flight per
+# machine). The wait on each payment is mostly I/O, so a few overlap well in one
+# process; more processes are what scale the CPU (README, "Scale-out").
+MACHINES_IN_FLIGHT = max(1, int(os.environ.get("SATMACHINE_ENGINE_CONCURRENCY", "4")))
 
 
 async def process_settlement(settlement_id: str) -> Optional[str]:
@@ -140,11 +146,52 @@ def _is_insufficient(error: Optional[str]) -> bool:
 
 
 async def run_due_settlements(limit: int = 100) -> int:
-    """One engine pass: every settlement that is pending, due for retry or abandoned."""
-    done = 0
-    for settlement_id in await crud.list_due_settlement_ids(limit):
-        if await process_settlement(settlement_id):
-            done += 1
+    """One engine pass: every settlement that is pending, due for retry or abandoned.
+
+    Machines are paid concurrently, at most MACHINES_IN_FLIGHT at a time, and each
+    machine's settlements one after the other, oldest first, so that its float is
+    spent in order. A claim refused (another worker, maybe another LNbits process,
+    has that machine's settlement) leaves the machine to that worker for this pass.
+    Each pass starts at a random machine: two processes begin on different ones."""
+    by_machine: dict[str, list[str]] = {}
+    for settlement_id, machine_id in await crud.list_due_settlement_refs(limit):
+        by_machine.setdefault(machine_id, []).append(settlement_id)
+    queues = list(by_machine.values())
+    if not queues:
+        return 0
+    start = random.randrange(len(queues))
+    queues = queues[start:] + queues[:start]
+
+    errors: list[Exception] = []
+
+    async def machine_worker() -> int:
+        done = 0
+        while queues:
+            try:
+                for settlement_id in queues.pop(0):
+                    if not await process_settlement(settlement_id):
+                        break
+                    done += 1
+            except Exception as exc:
+                # (The database gone, say.) This machine waits for the next pass; the
+                # others in flight finish what they are paying.
+                errors.append(exc)
+        return done
+
+    workers = [
+        asyncio.create_task(machine_worker())
+        for _ in range(min(MACHINES_IN_FLIGHT, len(queues)))
+    ]
+    try:
+        done = sum(await asyncio.gather(*workers))
+    finally:
+        # EngineCrash (a BaseException: a killed process, in tests) stops every
+        # worker at once, and they are gone before it leaves the pass.
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    if errors:
+        raise errors[0]
     return done
 
 

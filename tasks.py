@@ -57,11 +57,15 @@ async def engine_loop() -> None:
         logger.exception("satmachineadmin: start-up books pass failed")
     await distribution.reconcile_open_legs()
     while settings.lnbits_running:
+        done = 0
         try:
-            await distribution.run_due_settlements()
+            done = await distribution.run_due_settlements()
         except Exception:
             logger.exception("satmachineadmin: engine pass failed")
-        await intake.wait_for_work(ENGINE_IDLE_SECONDS)
+        # A pass that paid something looks again at once: more may have landed
+        # meanwhile, possibly through another LNbits process, which wakes only itself.
+        if not done:
+            await intake.wait_for_work(ENGINE_IDLE_SECONDS)
 
 
 async def sweep_once() -> None:

@@ -351,3 +351,99 @@ async def test_listener_hands_off_while_a_100_lp_distribution_runs(
         )
         == 100
     )
+
+
+async def test_machines_are_paid_in_parallel_each_one_in_order(
+    factory, super_user, no_platform_fee, monkeypatch
+):
+    """Scale-out: one pass pays several machines at once, never two settlements of
+    one machine at once, each machine's oldest first; a settlement another worker
+    holds (a live claim) is left to that worker."""
+    from satmachineadmin import crud, distribution
+
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000_000)
+    machines, hashes = [], {}
+    for _ in range(4):
+        _, machine, _, _ = await _machine_with_lps(factory, ["100.00"])
+        machines.append(machine)
+        for _ in range(2):
+            played = await factory.cash_out(machine, customer.wallet, "1.00", 150, 0)
+            hashes[played["payment_hash"]] = machine["id"]
+    settlements = {(await factory.settlement_of(h)).id: m for h, m in hashes.items()}
+    held = next(s for s, m in sorted(settlements.items()) if m == machines[3]["id"])
+    assert await crud.claim_settlement(held, "another-worker", 120)
+
+    real = distribution.process_settlement
+    in_flight: dict[str, int] = {}
+    peak = 0
+    order: dict[str, list[str]] = {}
+
+    async def tracked(settlement_id: str):
+        nonlocal peak
+        machine_id = settlements.get(settlement_id)
+        if machine_id is None:  # another test's leftover
+            return await real(settlement_id)
+        in_flight[machine_id] = in_flight.get(machine_id, 0) + 1
+        assert in_flight[machine_id] == 1, "two settlements of one machine at once"
+        peak = max(peak, sum(in_flight.values()))
+        order.setdefault(machine_id, []).append(settlement_id)
+        try:
+            await asyncio.sleep(0.2)  # long enough for the other machines to start
+            return await real(settlement_id)
+        finally:
+            in_flight[machine_id] -= 1
+
+    monkeypatch.setattr(distribution, "process_settlement", tracked)
+    monkeypatch.setattr(distribution, "MACHINES_IN_FLIGHT", 4)
+    assert await distribution.run_due_settlements() == 7
+    assert peak == 4  # every machine at once
+    for machine in machines[:3]:
+        assert order[machine["id"]] == sorted(
+            s for s, m in settlements.items() if m == machine["id"]
+        )
+    # Held by the other worker: left alone (its machine's next one was paid).
+    assert held not in order[machines[3]["id"]]
+    assert (await crud.get_settlement(held)).status == "processing"
+    # The other worker's lease runs out: the held one is taken over and paid.
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET claimed_until = 0 WHERE id = :id",
+        {"id": held},
+    )
+    assert await distribution.run_due_settlements() == 1
+    assert order[machines[3]["id"]][-1] == held
+    for settlement_id in settlements:
+        assert (await crud.get_settlement(settlement_id)).status == "processed"
+
+
+async def test_a_machine_whose_pass_fails_does_not_stop_the_others(
+    factory, super_user, no_platform_fee, monkeypatch
+):
+    """An error at one machine (the database gone for a moment, say) is raised from
+    the pass, after the other machines in flight have been paid."""
+    from satmachineadmin import crud, distribution
+
+    customer = await factory.user()
+    await factory.fund(customer.wallet, 1_000_000)
+    settlements = []
+    for _ in range(2):
+        _, machine, _, _ = await _machine_with_lps(factory, ["100.00"])
+        played = await factory.cash_out(machine, customer.wallet, "1.00", 150, 0)
+        settlements.append((await factory.settlement_of(played["payment_hash"])).id)
+    broken, fine = settlements
+    real = distribution.process_settlement
+
+    async def failing(settlement_id: str):
+        if settlement_id == broken:
+            raise RuntimeError("database unreachable")
+        await asyncio.sleep(0.1)  # still paying when the other one fails
+        return await real(settlement_id)
+
+    monkeypatch.setattr(distribution, "process_settlement", failing)
+    with pytest.raises(RuntimeError, match="database unreachable"):
+        await distribution.run_due_settlements()
+    assert (await crud.get_settlement(fine)).status == "processed"
+    assert (await crud.get_settlement(broken)).status == "pending"
+    monkeypatch.setattr(distribution, "process_settlement", real)
+    assert await distribution.run_due_settlements() == 1
+    assert (await crud.get_settlement(broken)).status == "processed"
