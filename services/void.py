@@ -8,6 +8,8 @@ guards are in the database (crud.void_settlement): a leg that completes
 concurrently makes the void refuse with 409 and change nothing.
 """
 
+import asyncio
+
 from .. import crud
 from ..distribution import LEASE_SECONDS
 from ..engine.payouts import reconcile_leg
@@ -19,6 +21,8 @@ from .corrections import append_note
 # Statuses a void may start from; `processing` only when its worker's lease ran out
 # (the claim below refuses a live one).
 VOIDABLE = ("pending", "errored", "processing", "processed")
+CLAIM_ATTEMPTS = 10
+CLAIM_WAIT_SECONDS = 0.5
 
 
 async def void_settlement(
@@ -34,9 +38,15 @@ async def void_settlement(
         raise Conflict(f"settlement is {settlement.status}; it cannot be voided")
     # Take the settlement the way a worker does, so no engine pays a leg meanwhile.
     token = crud.new_id()
-    if not await crud.claim_settlement(
-        settlement.id, token, LEASE_SECONDS, any_status=True
-    ):
+    # An engine pass retrying an errored settlement holds it for about a second:
+    # wait that out rather than answer the operator 409 for it.
+    for _ in range(CLAIM_ATTEMPTS):
+        if await crud.claim_settlement(
+            settlement.id, token, LEASE_SECONDS, any_status=True
+        ):
+            break
+        await asyncio.sleep(CLAIM_WAIT_SECONDS)
+    else:
         raise Conflict("the settlement is being processed right now; try again shortly")
     written_off = f"voided by the operator: {text}"[:1000]
     try:
