@@ -55,6 +55,25 @@ def slow_rate(monkeypatch):
     monkeypatch.setattr(settle, "current_rate", slow)
 
 
+@pytest.fixture
+def gated_rate(monkeypatch):
+    """The rate lookup waits until the test lets it go: (entered, release). The
+    interleaving is then the test's, whatever the machine's load."""
+    from satmachineadmin.engine import rates
+    from satmachineadmin.services import settle
+
+    real = rates.current_rate
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def gated(machine, stated=None):
+        entered.set()
+        await asyncio.wait_for(release.wait(), 60)
+        return await real(machine, stated)
+
+    monkeypatch.setattr(settle, "current_rate", gated)
+    return entered, release
+
+
 async def test_two_settle_requests_at_once_spend_the_balance_once(
     http, factory, no_platform_fee, slow_rate
 ):
@@ -84,8 +103,9 @@ async def test_two_settle_requests_at_once_spend_the_balance_once(
 
 
 async def test_a_cash_out_distributed_while_a_settle_waits_is_not_paid_twice(
-    http, factory, no_platform_fee, slow_rate
+    http, factory, no_platform_fee, gated_rate
 ):
+    entered, release = gated_rate
     operator = await factory.operator()
     funding = await factory.wallet(operator, "funding")
     await factory.fund(funding, 1_000_000)
@@ -102,10 +122,12 @@ async def test_a_cash_out_distributed_while_a_settle_waits_is_not_paid_twice(
             json={"funding_wallet_id": funding.id, "exchange_rate": "150"},
         )
     )
-    await asyncio.sleep(0.05)  # the settle has read 100.00 and waits for its rate
+    # the settle has read 100.00 and waits for its rate
+    await asyncio.wait_for(entered.wait(), 60)
     played = await factory.cash_out(machine, customer.wallet, "50.00", 7_500, 0)
     assert await factory.settlement_of(played["payment_hash"])
     await factory.run_engine()
+    release.set()
     answer = await settle
 
     # Before: 201, and 7,500 + 15,000 sats for 100.00 GTQ of deposits.
