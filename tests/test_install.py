@@ -9,8 +9,10 @@ through its own install endpoint (download, sha256 check, unzip, migrations).
 - v1 (Atitlanio/satmachineadmin, dbversion 2, its tables holding LPs) upgraded by
   installing this release: the LPs and their balances are on the API.
 
-By default the SQLite pass runs the first and the PostgreSQL pass the second;
-SATMACHINE_INSTALL_TESTS=all runs all three in every pass. The previous release is
+Which run where (SATMACHINE_INSTALL_TESTS): unset, the SQLite pass runs the first and
+the PostgreSQL pass the second; `side` runs the first two (a full scripts/test sets it
+for its postgres-servers job, and `none` for sqlite-servers: each runs once per suite);
+`all` runs all three; `none` none. The previous release is
 SATMACHINE_PREVIOUS_RELEASE (a git ref), by default the newest
 `v*` tag, else the last commit before m003 existed (what a release with m001/m002 is).
 """
@@ -37,18 +39,24 @@ from two_nodes import database_url
 
 MANIFEST = "extensions.json"
 DB_KIND = os.environ.get("SATMACHINE_TEST_DB", "sqlite")
-# Each test starts a real LNbits server (about 30 s on a busy 2-core machine): by
-# default each pass runs one of them (installing does not depend on the database; the
-# migrations it runs are tested on both in test_upgrade_v1.py and test_migrations.py).
-# SATMACHINE_INSTALL_TESTS=all runs all three in both passes.
-ALL = os.environ.get("SATMACHINE_INSTALL_TESTS") == "all"
+# Each test starts a real LNbits server (about 30 s on a busy 2-core machine), so each
+# runs once per suite, not once per database (installing does not depend on the
+# database; the migrations it runs are tested on both in test_upgrade_v1.py and
+# test_migrations.py).
+MODE = os.environ.get("SATMACHINE_INSTALL_TESTS", "")
 
 
 def in_pass(kind: Optional[str]) -> Any:
+    runs = (
+        MODE == "all"
+        or (MODE == "side" and kind is not None)
+        or (MODE == "" and DB_KIND == kind)
+    )
     return pytest.mark.skipif(
-        not ALL and DB_KIND != kind,
+        not runs,
         reason=f"runs in the {kind or 'SATMACHINE_INSTALL_TESTS=all'} pass "
-        "(SATMACHINE_INSTALL_TESTS=all: in every pass)",
+        f"(SATMACHINE_INSTALL_TESTS={MODE or 'unset'}; =side: the first two, "
+        "=all: all three)",
     )
 
 
