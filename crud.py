@@ -2461,9 +2461,19 @@ async def list_confirmed_deposits_since(since: int, limit: int = 1000) -> list[A
 
 
 async def list_cycle_complete_clients(since: int, limit: int = 1000) -> list[Client]:
+    """LPs whose whole balance is paid out: `cycle_complete` says it is all taken by
+    legs, which may still be unpaid (pending, in flight, failed on an empty float),
+    so an LP is listed only once none of those legs is left, and again only when one
+    of them was paid (or the LP changed) since `since`."""
     return await db.fetchall(
-        "SELECT * FROM satmachineadmin.clients WHERE cycle_complete = TRUE "
-        "AND updated_at >= :since ORDER BY updated_at, id LIMIT :limit",
+        "SELECT c.* FROM satmachineadmin.clients c WHERE c.cycle_complete = TRUE "
+        "AND NOT EXISTS (SELECT 1 FROM satmachineadmin.legs l "
+        "WHERE l.client_id = c.id AND l.leg_type IN ('dca', 'fixed', 'settlement') "
+        "AND l.status IN ('pending', 'failed')) "
+        "AND (c.updated_at >= :since OR EXISTS (SELECT 1 FROM satmachineadmin.legs l "
+        "WHERE l.client_id = c.id AND l.status = 'completed' "
+        "AND l.updated_at >= :since)) "
+        "ORDER BY c.updated_at, c.id LIMIT :limit",
         {"since": since, "limit": limit},
         Client,
     )

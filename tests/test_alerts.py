@@ -669,3 +669,58 @@ async def test_settlement_leg_and_autoforward_incidents(factory, http):
         "UPDATE satmachineadmin.legs SET status = 'voided' WHERE id = :id",
         {"id": forward.id},
     )
+
+
+async def test_cycle_complete_is_told_when_the_balance_is_paid_not_when_reserved(
+    factory, super_user
+):
+    """The LP's whole balance taken by a leg the empty float cannot pay: their cycle
+    is not complete yet (nothing told); once the float is topped up and the leg paid,
+    it is, once, with the sats they received."""
+    from lnbits.core.services import create_invoice, pay_invoice
+
+    from satmachineadmin import bitspire, crud
+    from satmachineadmin.services import alerts
+
+    async def cycle_alerts() -> list[Any]:
+        return await crud.db.fetchall(
+            "SELECT body FROM satmachineadmin.alerts WHERE user_id = :u "
+            "AND kind = 'cycle_complete'",
+            {"u": lp.id},
+        )
+
+    await factory.platform(super_user, "0", None)
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+    client = await factory.enrol(operator, machine, lp, deposit="10.00")
+    payer = await factory.user()
+    await factory.fund(payer.wallet, 1_500)
+    played = await factory.cash_out(machine, payer.wallet, "10.00", 1_500, 0)
+    await bitspire.sweep_all()
+    settlement = await factory.settlement_of(played["payment_hash"])
+    # The machine's sats leave before the engine pays: its leg to the LP fails.
+    sink = await factory.user()
+    drain = await create_invoice(
+        wallet_id=sink.wallet.id, amount=1_500, memo="drain", internal=True
+    )
+    await pay_invoice(wallet_id=machine["wallet"].id, payment_request=drain.bolt11)
+    await factory.run_engine()
+    legs = await crud.list_settlement_legs(settlement.id)
+    dca = [leg for leg in legs if leg.leg_type == "dca"]
+    assert [leg.status for leg in dca] == ["failed"]
+    assert (await crud.get_client(client["id"])).cycle_complete
+
+    alerts._last_pass_at = None
+    await alerts.detect_once()
+    assert await cycle_alerts() == []
+
+    await factory.fund(machine["wallet"], 1_500)
+    await crud.make_errored_due(machine["id"])
+    await factory.run_engine()
+    assert (await crud.get_settlement(settlement.id)).status == "processed"
+    await alerts.detect_once()
+    told = await cycle_alerts()
+    assert len(told) == 1 and "1500 sats received" in told[0]["body"]
+    await alerts.detect_once()
+    assert len(await cycle_alerts()) == 1
