@@ -732,9 +732,7 @@ async def list_settlements(
     return rows, int(total["n"])
 
 
-async def claim_settlement(
-    settlement_id: str, token: str, lease_seconds: int, any_status: bool = False
-) -> bool:
+async def claim_settlement(settlement_id: str, token: str, lease_seconds: int) -> bool:
     """Atomically take a settlement for processing.
 
     A single conditional UPDATE is the arbiter on SQLite and PostgreSQL alike: of two
@@ -749,8 +747,7 @@ async def claim_settlement(
             attempts = attempts + 1, updated_at = :now
         WHERE id = :id AND (
             status = 'pending'
-            OR (status = 'errored' AND (next_attempt_at <= :now OR :any = 1))
-            OR (status = 'processed' AND :any = 1)
+            OR (status = 'errored' AND next_attempt_at <= :now)
             OR (status = 'processing' AND claimed_until < :now)
         )
         """,
@@ -759,7 +756,61 @@ async def claim_settlement(
             "token": token,
             "until": moment + lease_seconds,
             "now": moment,
-            "any": 1 if any_status else 0,
+        },
+    )
+    return changed.rowcount == 1
+
+
+async def claim_settlement_as_read(
+    settlement: Settlement, token: str, lease_seconds: int
+) -> bool:
+    """Take a settlement only if it is still as `settlement` was read (its status,
+    attempts and last change): a compare-and-swap for a caller that decided on that
+    state (a void), so that what it restores on failure is what it took."""
+    moment = now()
+    changed = await db.execute(
+        """
+        UPDATE satmachineadmin.settlements
+        SET status = 'processing', claim_token = :token, claimed_until = :until,
+            attempts = attempts + 1, updated_at = :now
+        WHERE id = :id AND status = :status AND attempts = :attempts
+            AND updated_at = :updated_at
+            AND (status <> 'processing' OR claimed_until < :now)
+        """,
+        {
+            "id": settlement.id,
+            "token": token,
+            "until": moment + lease_seconds,
+            "now": moment,
+            "status": settlement.status,
+            "attempts": settlement.attempts,
+            "updated_at": settlement.updated_at,
+        },
+    )
+    return changed.rowcount == 1
+
+
+async def release_claim_as_read(settlement: Settlement, token: str) -> bool:
+    """Put back a settlement taken with claim_settlement_as_read exactly as it was
+    read (a dead worker's `processing` as `pending`: due again)."""
+    status = "pending" if settlement.status == "processing" else settlement.status
+    changed = await db.execute(
+        """
+        UPDATE satmachineadmin.settlements
+        SET status = :status, error = :error, next_attempt_at = :next,
+            attempts = :attempts, processed_at = :processed,
+            claim_token = NULL, claimed_until = NULL, updated_at = :now
+        WHERE id = :id AND claim_token = :token AND status = 'processing'
+        """,
+        {
+            "id": settlement.id,
+            "token": token,
+            "status": status,
+            "error": settlement.error,
+            "next": settlement.next_attempt_at,
+            "attempts": settlement.attempts,
+            "processed": settlement.processed_at,
+            "now": now(),
         },
     )
     return changed.rowcount == 1

@@ -177,12 +177,15 @@ async def partial_dispense(
             f"{format_fiat(settlement.fiat_amount_minor, settlement.currency)} "
             f"{settlement.currency}"
         )
-    # Take the settlement the way a worker does, so no engine pays it meanwhile.
+    # Take the settlement the way a worker does, so no engine pays it meanwhile, and
+    # only as it was read: the amounts rescaled above and the state put back on a
+    # refusal are the ones the claim took (a concurrent change answers 409).
     token = crud.new_id()
-    if not await crud.claim_settlement(
-        settlement.id, token, LEASE_SECONDS, any_status=True
-    ):
-        raise Conflict("the settlement is being processed right now; try again shortly")
+    if not await crud.claim_settlement_as_read(settlement, token, LEASE_SECONDS):
+        raise Conflict(
+            "the settlement is being processed or changed meanwhile; reload and try "
+            "again shortly"
+        )
     try:
         for leg in await crud.list_settlement_legs(settlement.id):
             if leg.status in ("pending", "failed") and leg.payment_hash:
@@ -241,12 +244,9 @@ async def partial_dispense(
                 )
             await crud.void_open_legs(tx, settlement.id)
     except BaseException:
-        # A "processing" one we could claim had a dead worker's expired lease: put it
-        # back as pending (due), not as a processing row with no lease, never due again.
-        restored = "pending" if settlement.status == "processing" else settlement.status
-        await crud.finish_settlement(
-            settlement.id, token, restored, settlement.error, settlement.next_attempt_at
-        )
+        # As it was read; a dead worker's "processing" as pending (due), not as a
+        # processing row with no lease, never due again.
+        await crud.release_claim_as_read(settlement, token)
         raise
     await append_note(operator_user_id, settlement.id, memo)
     await crud.finish_settlement(settlement.id, token, "pending", None)

@@ -31,19 +31,19 @@ async def void_settlement(
     text = reason.strip()
     if not text:
         raise BadInput("reason: must not be empty")
-    settlement = await operator_settlement(operator_user_id, settlement_id)
-    if settlement.status == "held":
-        raise Conflict("the settlement is held: reject it instead of voiding it")
-    if settlement.status not in VOIDABLE:
-        raise Conflict(f"settlement is {settlement.status}; it cannot be voided")
-    # Take the settlement the way a worker does, so no engine pays a leg meanwhile.
+    # Take the settlement the way a worker does, so no engine pays a leg meanwhile,
+    # and only as it was read: what is checked, audited ("was") and, on a refusal,
+    # put back is the state the claim took.
     token = crud.new_id()
     # An engine pass retrying an errored settlement holds it for about a second:
     # wait that out rather than answer the operator 409 for it.
     for _ in range(CLAIM_ATTEMPTS):
-        if await crud.claim_settlement(
-            settlement.id, token, LEASE_SECONDS, any_status=True
-        ):
+        settlement = await operator_settlement(operator_user_id, settlement_id)
+        if settlement.status == "held":
+            raise Conflict("the settlement is held: reject it instead of voiding it")
+        if settlement.status not in VOIDABLE:
+            raise Conflict(f"settlement is {settlement.status}; it cannot be voided")
+        if await crud.claim_settlement_as_read(settlement, token, LEASE_SECONDS):
             break
         await asyncio.sleep(CLAIM_WAIT_SECONDS)
     else:
@@ -89,11 +89,7 @@ async def void_settlement(
                 },
             )
     except BaseException:
-        # Put it back as it was (a dead worker's "processing" as pending: due again).
-        restored = "pending" if settlement.status == "processing" else settlement.status
-        await crud.finish_settlement(
-            settlement.id, token, restored, settlement.error, settlement.next_attempt_at
-        )
+        await crud.release_claim_as_read(settlement, token)
         raise
     await append_note(operator_user_id, settlement.id, written_off)
     refreshed = await crud.get_settlement(settlement.id)

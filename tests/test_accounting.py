@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,7 @@ async def test_void_writes_off_an_unpaid_settlement_in_one_transaction(
     )
     assert retry.status_code == 409
     assert settlement_id not in await crud.list_due_settlement_ids(10_000)
-    assert not await crud.claim_settlement(settlement_id, "t", 60, any_status=True)
+    assert not await crud.claim_settlement(settlement_id, "t", 60)
     again = await http.post(url, headers=operator.admin, json={"reason": "again"})
     assert again.status_code == 409
     # Its legs are in the payments table as voided, and the reports leave it out.
@@ -292,6 +293,64 @@ async def _page_as(http, user, path):
         page = await fresh.get(path, headers={"Authorization": f"Bearer {token}"})
     assert page.status_code == 200, page.text[:300]
     return page
+
+
+async def test_a_void_refused_after_the_engine_paid_meanwhile_leaves_it_as_paid(
+    http, factory, no_platform_fee, monkeypatch
+):
+    """The operator voids an errored settlement; between the void reading it and
+    taking it, the float is topped up and the engine pays it. The void then finds a
+    paid leg and refuses (409), and leaves the settlement as the engine left it:
+    processed, with its time, attempts and no error; nothing audited as voided."""
+    from satmachineadmin import crud
+    from satmachineadmin.services import void
+
+    operator, machine, _, settlement_id = await _errored_with_lp_legs(http, factory)
+    read = void.operator_settlement
+    paid_meanwhile: list[Any] = []
+
+    async def engine_pays_after_the_read(user_id: str, sid: str):  # type: ignore[no-untyped-def]
+        snapshot = await read(user_id, sid)
+        if not paid_meanwhile:
+            await factory.fund(machine["wallet"], 3_000)
+            await crud.make_errored_due(machine["id"])
+            await factory.run_engine()
+            paid_meanwhile.extend([snapshot.status, await crud.get_settlement(sid)])
+        return snapshot
+
+    monkeypatch.setattr(void, "operator_settlement", engine_pays_after_the_read)
+    refused = await http.post(
+        f"{API}/settlements/{settlement_id}/void",
+        headers=operator.admin,
+        json={"reason": "jam"},
+    )
+    was, as_paid = paid_meanwhile
+    assert (was, as_paid.status) == ("errored", "processed")
+    assert refused.status_code == 409, refused.text
+    assert "already been paid" in refused.json()["detail"]
+    after = await crud.get_settlement(settlement_id)
+    assert after
+    assert (after.status, after.error) == ("processed", None)
+    assert (after.processed_at, after.attempts, after.next_attempt_at) == (
+        as_paid.processed_at,
+        as_paid.attempts,
+        as_paid.next_attempt_at,
+    )
+    monkeypatch.undo()
+    shown = (
+        await http.get(f"{API}/settlements/{settlement_id}", headers=operator.admin)
+    ).json()
+    assert shown["status"] == "processed"
+    assert {leg["status"] for leg in shown["legs"]} == {"completed"}
+    assert settlement_id not in await crud.list_due_settlement_ids(10_000)
+    audit = (
+        await http.get(
+            f"{API}/audit",
+            headers=operator.invoice,
+            params={"entity_id": settlement_id},
+        )
+    ).json()
+    assert not [a for a in audit if a["action"] == "settlement.void"]
 
 
 async def test_the_lp_statement_is_their_own_only(http, factory, no_platform_fee):
