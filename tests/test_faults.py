@@ -461,3 +461,23 @@ async def _never_seen_here(payment):  # type: ignore[no-untyped-def]
     from lnbits.wallets.base import PaymentFailedStatus
 
     return PaymentFailedStatus()
+
+
+async def test_a_failing_books_pass_does_not_keep_cash_outs_from_landing(monkeypatch):
+    """The sweep restores undone credits first; when that raises (a database error in
+    LNbits' tables), the ATM sweep still runs in the same pass."""
+    from satmachineadmin import bitspire, tasks
+    from satmachineadmin.engine import books
+
+    swept: list[bool] = []
+
+    async def broken() -> int:
+        raise RuntimeError("apipayments unreadable")
+
+    async def sweep_all() -> None:
+        swept.append(True)
+
+    monkeypatch.setattr(books, "restore_recent", broken)
+    monkeypatch.setattr(bitspire, "sweep_all", sweep_all)
+    await tasks.sweep_once()
+    assert swept == [True]
