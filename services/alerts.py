@@ -323,7 +323,12 @@ class _Detection:
                 self.failed.update(kinds)
 
     async def settlements(self) -> None:
-        for s in await crud.list_settlements_in(["errored"]):
+        # An errored settlement an engine is retrying right now (processing, the last
+        # attempt's error kept) is still the same incident: it resolves when paid,
+        # not at every retry (opened again at the next one).
+        for s in await crud.list_settlements_in(["errored", "processing"]):
+            if s.status == "processing" and not s.error:
+                continue
             if s.attempts < self.threshold(s.operator_user_id, "errored_attempts"):
                 continue
             machine = self.names.machine(s.machine_id)

@@ -724,3 +724,56 @@ async def test_cycle_complete_is_told_when_the_balance_is_paid_not_when_reserved
     assert len(told) == 1 and "1500 sats received" in told[0]["body"]
     await alerts.detect_once()
     assert len(await cycle_alerts()) == 1
+
+
+async def test_an_errored_settlement_being_retried_stays_one_incident(
+    factory, super_user
+):
+    """The float cannot pay a settlement: errored after its attempts, it is one
+    incident. While an engine retries it (processing, the last error kept) the
+    incident stays open, and a retry that errors again opens no second one; it
+    resolves once, when the settlement is paid."""
+    from satmachineadmin import crud, distribution
+    from satmachineadmin.services import alerts
+
+    operator, machine, settlement = await float_short_machine(factory, super_user)
+    await crud.db.execute(
+        "UPDATE satmachineadmin.settlements SET attempts = 3 WHERE id = :id",
+        {"id": settlement.id},
+    )
+
+    async def errored_alerts() -> list[Any]:
+        return [
+            a
+            for a in await alerts.history(operator.id, "operator", 50)
+            if a.kind == "settlement_errored"
+        ]
+
+    alerts._last_pass_at = None
+    await alerts.detect_once()
+    [opened] = await errored_alerts()
+    assert opened.resolved_at is None
+
+    # An engine takes it for a retry: the detector runs while it is processing.
+    await crud.make_errored_due(machine["id"])
+    assert await crud.claim_settlement(settlement.id, "retrying-worker", 120)
+    await alerts.detect_once()
+    assert [(a.id, a.resolved_at) for a in await errored_alerts()] == [
+        (opened.id, None)
+    ]
+    # The retry errors again: still the same one incident.
+    assert await crud.finish_settlement(
+        settlement.id, "retrying-worker", "errored", "insufficient balance", 0
+    )
+    await alerts.detect_once()
+    assert [(a.id, a.resolved_at) for a in await errored_alerts()] == [
+        (opened.id, None)
+    ]
+
+    await factory.fund(machine["wallet"], 700)
+    await crud.make_errored_due(machine["id"])
+    await distribution.run_due_settlements()
+    assert (await crud.get_settlement(settlement.id)).status == "processed"
+    await alerts.detect_once()
+    [resolved] = await errored_alerts()
+    assert resolved.id == opened.id and resolved.resolved_at
