@@ -1561,6 +1561,33 @@ async def pending_needs_by_wallet() -> dict[str, int]:
     return {row["source_wallet_id"]: int(row["need"]) for row in rows}
 
 
+async def unpaid_legs_lnbits_debited(wallet_id: str) -> int:
+    """Sats of the wallet's pending or failed legs whose invoice LNbits has already
+    taken off the wallet's balance (an outgoing payment pending or succeeded: a leg
+    in flight, or paid by a worker that died before recording it)."""
+    from lnbits.core.db import db as core_db
+
+    rows: Any = await db.fetchall(
+        "SELECT payment_hash, amount_sats FROM satmachineadmin.legs "
+        "WHERE source_wallet_id = :wallet AND status IN ('pending', 'failed') "
+        "AND payment_hash IS NOT NULL",
+        {"wallet": wallet_id},
+    )
+    amounts = {row["payment_hash"]: int(row["amount_sats"]) for row in rows}
+    hashes = list(amounts)
+    debited = 0
+    for start in range(0, len(hashes), 500):
+        names = {f"h{i}": h for i, h in enumerate(hashes[start : start + 500])}
+        paid: Any = await core_db.fetchall(
+            "SELECT DISTINCT payment_hash FROM apipayments WHERE wallet_id = :wallet "
+            "AND amount < 0 AND status IN ('pending', 'success') "
+            f"AND payment_hash IN ({', '.join(':' + name for name in names)})",
+            {**names, "wallet": wallet_id},
+        )
+        debited += sum(amounts[row["payment_hash"]] for row in paid)
+    return debited
+
+
 async def make_errored_due(machine_id: str) -> int:
     result = await db.execute(
         "UPDATE satmachineadmin.settlements SET next_attempt_at = 0 "

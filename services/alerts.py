@@ -382,6 +382,10 @@ class _Detection:
             balance = wallet.balance_msat // 1000 if wallet else 0
             if need <= balance:
                 continue
+            # What LNbits already took off the balance is not needed again.
+            need -= await crud.unpaid_legs_lnbits_debited(machine.wallet_id)
+            if need <= balance:
+                continue
             self.add(
                 "float_short",
                 f"float_short:{machine.id}",

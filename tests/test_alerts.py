@@ -777,3 +777,61 @@ async def test_an_errored_settlement_being_retried_stays_one_incident(
     await alerts.detect_once()
     [resolved] = await errored_alerts()
     assert resolved.id == opened.id and resolved.resolved_at
+
+
+async def test_float_short_leaves_out_legs_lnbits_already_debited(factory):
+    """A leg LNbits has paid (the worker died before recording it) is off the float
+    already: it is not counted as needed again. Only the unpaid leg makes the float
+    short, by its own amount."""
+    from lnbits.core.services import create_invoice, pay_invoice
+
+    from satmachineadmin import crud
+    from satmachineadmin.models import Leg
+    from satmachineadmin.services import alerts
+
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    lp = await factory.lp()
+    client = await factory.enrol(operator, machine, lp)
+    settlement = await _settlement(operator.id, machine, "held", "")
+    await factory.fund(machine["wallet"], 1_500)
+    invoice = await create_invoice(
+        wallet_id=lp.wallet.id, amount=1_500, memo="dca", internal=True
+    )
+    await pay_invoice(wallet_id=machine["wallet"].id, payment_request=invoice.bolt11)
+    assert await factory.balance(machine["wallet"]) == 0
+
+    def leg(sats: int, payment_hash: Any) -> Leg:
+        moment = crud.now()
+        return Leg(
+            id=crud.new_id(),
+            idempotency_key=f"alerts-test:{crud.new_id()}",
+            settlement_id=settlement.id,
+            machine_id=machine["id"],
+            operator_user_id=operator.id,
+            client_id=client["id"],
+            leg_type="dca",
+            status="pending",
+            amount_sats=sats,
+            source_wallet_id=machine["wallet"].id,
+            destination=lp.wallet.id,
+            destination_kind="wallet",
+            payment_hash=payment_hash,
+            created_at=moment,
+            updated_at=moment,
+        )
+
+    async with crud.transaction() as tx:
+        await tx.insert("satmachineadmin.legs", leg(1_500, invoice.payment_hash))
+    alerts._last_pass_at = None
+    await alerts.detect_once()
+    shown = await alerts.history(operator.id, "operator", 20)
+    assert [a.kind for a in shown if a.kind == "float_short"] == []
+
+    async with crud.transaction() as tx:
+        await tx.insert("satmachineadmin.legs", leg(500, None))
+    await alerts.detect_once()
+    shown = await alerts.history(operator.id, "operator", 20)
+    [short] = [a for a in shown if a.kind == "float_short"]
+    assert "short by 500 sats" in short.subject
+    assert "need 500 sats" in short.body
