@@ -2020,10 +2020,12 @@ _INTERNAL_DEBIT_PAID = (
 )
 
 
-async def undone_internal_credits(since: int, limit: int) -> list[UndoneCredit]:
+async def undone_internal_credits(
+    since: int, limit: int, offset: int = 0
+) -> list[UndoneCredit]:
     """Incoming payments changed since `since` (epoch s) that LNbits holds as not
     paid although its internal debit of the same invoice, at the same amount,
-    succeeded."""
+    succeeded; a page of them, in a stable order."""
     from lnbits.core.db import db as core_db
 
     return await core_db.fetchall(
@@ -2032,8 +2034,8 @@ async def undone_internal_credits(since: int, limit: int) -> list[UndoneCredit]:
         + core_db.timestamp_placeholder("since")
         + " AND i.amount > 0 AND i.status = 'failed' AND "
         + _INTERNAL_DEBIT_PAID
-        + " ORDER BY i.updated_at LIMIT :limit",
-        {"since": since, "limit": limit},
+        + " ORDER BY i.updated_at, i.checking_id LIMIT :limit OFFSET :offset",
+        {"since": since, "limit": limit, "offset": offset},
         UndoneCredit,
     )
 

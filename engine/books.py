@@ -75,17 +75,27 @@ async def restore_credit(
     return True
 
 
-async def restore_undone_credits(since: int) -> int:
+async def restore_undone_credits(since: int, batch: int = BATCH) -> int:
     """Every credit of this extension's invoices LNbits wrote back as failed since
-    `since` (epoch s) although their internal debit succeeded. The count restored."""
-    credits = await crud.undone_internal_credits(since, BATCH)
-    if len(credits) == BATCH:
-        logger.warning(
-            f"satmachineadmin: {BATCH}+ undone internal credits since {since}; "
-            "the rest are taken on the next pass"
-        )
-    if not credits:
-        return 0
+    `since` (epoch s) although their internal debit succeeded. The count restored.
+
+    Page by page: a credit restored leaves the list, one left as it is (another
+    extension's or user's invoice, or one another server restored first) moves the
+    next page past it, so no number of those keeps ours from being reached."""
+    restored = 0
+    left = 0
+    while True:
+        credits = await crud.undone_internal_credits(since, batch, offset=left)
+        if not credits:
+            return restored
+        done = await _restore_page(credits)
+        restored += done
+        left += len(credits) - done
+        if len(credits) < batch:
+            return restored
+
+
+async def _restore_page(credits: list[crud.UndoneCredit]) -> int:
     legs = {
         leg.payment_hash: leg
         for leg in await crud.legs_paying_invoices([c.payment_hash for c in credits])

@@ -4,6 +4,7 @@ once, and the wallets balance to the sat."""
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -481,3 +482,47 @@ async def test_a_failing_books_pass_does_not_keep_cash_outs_from_landing(monkeyp
     monkeypatch.setattr(bitspire, "sweep_all", sweep_all)
     await tasks.sweep_once()
     assert swept == [True]
+
+
+async def test_other_undone_credits_never_keep_the_machines_from_being_restored(
+    factory,
+):
+    """More undone credits of other users' invoices than one page, written back as
+    failed before the machine's: the books pass pages past them (they are not the
+    extension's to touch and stay as they are) and restores the machine's cash-out
+    credit once."""
+    from lnbits.core.db import db as core_db
+    from lnbits.core.services import create_invoice, pay_invoice
+
+    from satmachineadmin import crud
+    from satmachineadmin.engine import books
+
+    since = crud.now() - 5
+    payer = await factory.user()
+    await factory.fund(payer.wallet, 10_000)
+
+    async def paid_then_undone(wallet: Any, sats: int) -> str:
+        invoice = await create_invoice(
+            wallet_id=wallet.id, amount=sats, memo="undone", internal=True
+        )
+        await pay_invoice(wallet_id=payer.wallet.id, payment_request=invoice.bolt11)
+        await core_db.execute(
+            "UPDATE apipayments SET status = 'failed' "
+            "WHERE payment_hash = :h AND amount > 0",
+            {"h": invoice.payment_hash},
+        )
+        return invoice.payment_hash
+
+    others = [await factory.user() for _ in range(4)]
+    for other in others:
+        await paid_then_undone(other.wallet, 100)
+    operator = await factory.operator()
+    machine = await factory.machine(operator)
+    await paid_then_undone(machine["wallet"], 700)
+    assert await factory.balance(machine["wallet"]) == 0
+
+    assert await books.restore_undone_credits(since, batch=3) == 1
+    assert await factory.balance(machine["wallet"]) == 700
+    assert [await factory.balance(o.wallet) for o in others] == [0, 0, 0, 0]
+    assert await books.restore_undone_credits(since, batch=3) == 0
+    assert await factory.balance(machine["wallet"]) == 700
