@@ -258,6 +258,10 @@ async def _record(
     return await crud.open_alert(alert, message)
 
 
+# Rows one incident query reads in a pass (all operators together).
+INCIDENT_ROWS = 10_000
+
+
 class _Names:
     def __init__(self, machines: list) -> None:
         self.machines = {m.id: m for m in machines}
@@ -304,6 +308,18 @@ class _Detection:
     def threshold(self, op: str, name: str) -> int:
         return int(self.chosen.get(op, operator_defaults())[name])
 
+    def whole(self, kinds: tuple[str, ...], rows: list) -> list:
+        """The rows of an incident query. One cut at its limit may leave incidents
+        out (of any operator): none of those kinds is resolved this pass, rather
+        than resolved by mistake."""
+        if len(rows) >= INCIDENT_ROWS:
+            logger.warning(
+                f"satmachineadmin: {INCIDENT_ROWS}+ rows for {kinds}; none of them "
+                "is resolved this pass"
+            )
+            self.failed.update(kinds)
+        return rows
+
     async def run(self) -> None:
         sections: list[tuple[tuple[str, ...], Any]] = [
             (
@@ -326,7 +342,12 @@ class _Detection:
         # An errored settlement an engine is retrying right now (processing, the last
         # attempt's error kept) is still the same incident: it resolves when paid,
         # not at every retry (opened again at the next one).
-        for s in await crud.list_settlements_in(["errored", "processing"]):
+        for s in self.whole(
+            ("settlement_errored",),
+            await crud.list_settlements_in(
+                ["errored", "processing"], limit=INCIDENT_ROWS
+            ),
+        ):
             if s.status == "processing" and not s.error:
                 continue
             if s.attempts < self.threshold(s.operator_user_id, "errored_attempts"):
@@ -343,7 +364,12 @@ class _Detection:
                 f"{s.wire_sats} sats) errored after {s.attempts} attempts: "
                 f"{s.error or 'no reason recorded'}",
             )
-        for s in await crud.list_settlements_in(["pending", "processing"]):
+        for s in self.whole(
+            ("settlement_stuck",),
+            await crud.list_settlements_in(
+                ["pending", "processing"], limit=INCIDENT_ROWS
+            ),
+        ):
             minutes = self.threshold(s.operator_user_id, "stuck_minutes")
             if s.updated_at >= self.now - minutes * 60:
                 continue
@@ -358,7 +384,10 @@ class _Detection:
                 f"({format_fiat(s.fiat_amount_minor, s.currency)} {s.currency}) has "
                 f"been {s.status} without change for more than {minutes} minutes.",
             )
-        for s in await crud.list_settlements_in(["held"]):
+        for s in self.whole(
+            ("payment_held",),
+            await crud.list_settlements_in(["held"], limit=INCIDENT_ROWS),
+        ):
             machine = self.names.machine(s.machine_id)
             self.add(
                 "payment_held",
@@ -444,7 +473,10 @@ class _Detection:
                 )
 
     async def legs(self) -> None:
-        for leg in await crud.list_in_flight_legs_before(self.now - 60):
+        for leg in self.whole(
+            ("leg_pending",),
+            await crud.list_in_flight_legs_before(self.now - 60, INCIDENT_ROWS),
+        ):
             minutes = self.threshold(leg.operator_user_id, "leg_pending_minutes")
             if (leg.in_flight_since or self.now) >= self.now - minutes * 60:
                 continue
@@ -461,8 +493,11 @@ class _Detection:
             )
 
     async def rejected(self) -> None:
-        for s in await crud.list_settlements_in(
-            ["rejected"], _event_window(self.since)
+        for s in self.whole(
+            ("payment_rejected",),
+            await crud.list_settlements_in(
+                ["rejected"], _event_window(self.since), INCIDENT_ROWS
+            ),
         ):
             machine = self.names.machine(s.machine_id)
             self.add(

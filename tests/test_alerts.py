@@ -835,3 +835,48 @@ async def test_float_short_leaves_out_legs_lnbits_already_debited(factory):
     [short] = [a for a in shown if a.kind == "float_short"]
     assert "short by 500 sats" in short.subject
     assert "need 500 sats" in short.body
+
+
+async def test_incidents_past_the_row_limit_are_not_resolved_by_mistake(
+    factory, monkeypatch
+):
+    """Two operators' errored settlements, each an open incident. A pass whose query
+    is cut at its row limit cannot see them all: it resolves none of that kind (the
+    rows it did not read are not "cleared"), and says so in the log."""
+    from satmachineadmin import crud
+    from satmachineadmin.services import alerts
+
+    far = crud.now() + 365 * 86_400
+    errored = []
+    for _ in range(2):
+        operator = await factory.operator()
+        machine = await factory.machine(operator)
+        settlement = await _settlement(operator.id, machine, "held", "node offline")
+        await crud.db.execute(
+            "UPDATE satmachineadmin.settlements SET status = 'errored', "
+            "attempts = 3, next_attempt_at = :far WHERE id = :id",
+            {"id": settlement.id, "far": far},
+        )
+        errored.append((operator, settlement))
+
+    async def incident(operator: Any) -> Any:
+        [alert] = [
+            a
+            for a in await alerts.history(operator.id, "operator", 20)
+            if a.kind == "settlement_errored"
+        ]
+        return alert
+
+    await alerts.detect_once()
+    opened = [await incident(op) for op, _ in errored]
+    assert [a.resolved_at for a in opened] == [None, None]
+
+    monkeypatch.setattr(alerts, "INCIDENT_ROWS", 1)
+    await alerts.detect_once()
+    assert [(await incident(op)).resolved_at for op, _ in errored] == [None, None]
+
+    monkeypatch.undo()
+    for _, settlement in errored:
+        await _close(settlement)
+    await alerts.detect_once()
+    assert all([(await incident(op)).resolved_at for op, _ in errored])
