@@ -79,10 +79,20 @@ async def _channels(user_id: str) -> dict:
         )
     if mine.nostr_identifier and settings.is_nostr_notifications_configured():
         identifier = mine.nostr_identifier
-        found["nostr"] = lambda subject, body: notifications.send_nostr_notification(
+        found["nostr"] = lambda subject, body: _nostr(
             identifier, f"{subject}\n\n{body}"
         )
     return found
+
+
+async def _nostr(identifier: str, text: str) -> None:
+    # LNbits' send_nostr_dm connects to each relay with a blocking websocket call
+    # (up to 2 s each, the relays listed by the user's own NIP-05 domain): on an
+    # event loop of its own in a worker thread, so that LNbits' loop (the engine, the
+    # listener, every request) never waits for it, and the channel's timeout holds.
+    await asyncio.to_thread(
+        lambda: asyncio.run(notifications.send_nostr_notification(identifier, text))
+    )
 
 
 async def deliver(message: AlertMessage) -> AlertMessage:

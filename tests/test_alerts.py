@@ -880,3 +880,59 @@ async def test_incidents_past_the_row_limit_are_not_resolved_by_mistake(
         await _close(settlement)
     await alerts.detect_once()
     assert all([(await incident(op)).resolved_at for op, _ in errored])
+
+
+async def test_a_slow_nostr_relay_never_blocks_lnbits(factory, monkeypatch):
+    """LNbits' Nostr sender connects to relays with blocking calls (2 s each, the
+    relays named by the user's own domain). A delivery to such a relay runs off
+    LNbits' event loop: the loop keeps serving (here a ticker) meanwhile, and the
+    message is sent."""
+    import time
+
+    from lnbits.core.services import notifications
+    from lnbits.settings import settings
+
+    from satmachineadmin.services import notify
+
+    sent: list[str] = []
+
+    async def fetch_nip5_details(identifier: str) -> tuple:
+        return ("cd" * 32, ["wss://slow.relay.example"])
+
+    async def send_nostr_dm(private_key, pubkey, message, relays):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)  # as create_connection(relay, timeout=2) blocks
+        sent.append(message)
+
+    monkeypatch.setattr(notifications, "fetch_nip5_details", fetch_nip5_details)
+    monkeypatch.setattr(notifications, "send_nostr_dm", send_nostr_dm)
+    monkeypatch.setattr(settings, "lnbits_nostr_notifications_enabled", True)
+    monkeypatch.setattr(settings, "lnbits_nostr_notifications_private_key", "01" * 32)
+    operator = await factory.operator()
+    await set_channels(operator.id, nostr_identifier="op@slow.example")
+    machine = await factory.machine(operator)
+    settlement = await _settlement(operator.id, machine, "held", "rate off")
+
+    from satmachineadmin.services import alerts
+
+    alerts._last_pass_at = None
+    await alerts.detect_once()
+    [message] = [m for m in await messages_of(operator.id) if m.status == "queued"]
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    running = asyncio.create_task(ticker())
+    try:
+        delivered = await notify.deliver(message)
+    finally:
+        running.cancel()
+    assert delivered.status == "sent", delivered
+    assert len(sent) == 1 and machine["name"] in sent[0]
+    # About 20 ticks while the relay blocked its thread for 1 s; none if it had
+    # blocked the loop.
+    assert ticks >= 5, ticks
+    await _close(settlement)
