@@ -1341,15 +1341,16 @@ async def void_open_legs(tx: Tx, settlement_id: str) -> int:
     meanwhile is never voided."""
     legs = await tx.fetchall(
         "SELECT * FROM satmachineadmin.legs WHERE settlement_id = :id "
-        "AND status IN ('pending', 'failed', 'skipped')",
+        "AND status IN ('pending', 'failed', 'skipped') AND in_flight_since IS NULL",
         {"id": settlement_id},
         Leg,
     )
     voided = 0
     for leg in legs:
+        # Never a leg in flight: its payment may still arrive.
         changed = await tx.execute(
             "UPDATE satmachineadmin.legs SET status = 'voided', updated_at = :now "
-            "WHERE id = :id AND status = :status",
+            "WHERE id = :id AND status = :status AND in_flight_since IS NULL",
             {"id": leg.id, "status": leg.status, "now": now()},
         )
         if changed != 1:
@@ -1359,6 +1360,16 @@ async def void_open_legs(tx: Tx, settlement_id: str) -> int:
         if leg.client_id and released:
             await add_client_totals(tx, leg.client_id, reserved_minor=-released)
     return voided
+
+
+async def count_in_flight_legs(settlement_id: str) -> int:
+    row: Any = await db.fetchone(
+        "SELECT COUNT(*) AS n FROM satmachineadmin.legs "
+        "WHERE settlement_id = :id AND status IN ('pending', 'failed') "
+        "AND in_flight_since IS NOT NULL",
+        {"id": settlement_id},
+    )
+    return int(row["n"])
 
 
 async def count_completed_legs(settlement_id: str) -> int:

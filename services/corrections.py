@@ -197,6 +197,13 @@ async def partial_dispense(
                 "a leg of this settlement has already been paid; Lightning payments "
                 "cannot be clawed back, so it can no longer be rescaled"
             )
+        # Re-planning would void a leg whose payment may still arrive, and pay its
+        # destination again. The claim held here keeps any other leg from leaving.
+        if await crud.count_in_flight_legs(settlement.id):
+            raise Conflict(
+                "a leg of this settlement is in flight (its payment is pending at "
+                "the Lightning node): rescale it once that payment completes or fails"
+            )
         rescaled = rescale_partial_dispense(
             settlement.fiat_amount_minor,
             settlement.principal_sats,

@@ -353,6 +353,53 @@ async def test_a_void_refused_after_the_engine_paid_meanwhile_leaves_it_as_paid(
     assert not [a for a in audit if a["action"] == "settlement.void"]
 
 
+async def test_a_leg_in_flight_is_never_voided_by_a_partial_dispense(
+    http, factory, no_platform_fee
+):
+    """A settlement the float could not pay, one of its legs in flight (its payment
+    pending at the Lightning node). Rescaling it would void that leg and plan a new
+    one: the destination paid twice once the first payment arrives. The partial
+    dispense answers 409 and changes nothing; so does a void."""
+    from satmachineadmin import crud
+
+    operator, _, clients, settlement_id = await _errored_with_lp_legs(http, factory)
+    before = (
+        await http.get(f"{API}/settlements/{settlement_id}", headers=operator.admin)
+    ).json()
+    in_flight = next(leg for leg in before["legs"] if leg["leg_type"] == "dca")
+    await crud.db.execute(
+        "UPDATE satmachineadmin.legs SET status = 'pending', payment_hash = :hash, "
+        "in_flight_since = :now WHERE id = :id",
+        {"id": in_flight["id"], "hash": "ab" * 32, "now": crud.now()},
+    )
+    for path, body in (
+        ("partial-dispense", {"dispensed_fraction": "0.5"}),
+        ("void", {"reason": "jam"}),
+    ):
+        refused = await http.post(
+            f"{API}/settlements/{settlement_id}/{path}",
+            headers=operator.admin,
+            json=body,
+        )
+        assert refused.status_code == 409, (path, refused.text)
+        assert "in flight" in refused.json()["detail"]
+    after = (
+        await http.get(f"{API}/settlements/{settlement_id}", headers=operator.admin)
+    ).json()
+    assert (after["status"], after["fiat_amount"]) == (
+        before["status"],
+        before["fiat_amount"],
+    )
+    assert sorted(leg["id"] for leg in after["legs"]) == sorted(
+        leg["id"] for leg in before["legs"]
+    )
+    [leg] = [leg for leg in after["legs"] if leg["id"] == in_flight["id"]]
+    assert (leg["status"], leg["in_flight"]) == ("pending", True)
+    for client in clients:
+        balance = await factory.balance_of(operator, client["id"])
+        assert balance["remaining_balance"] == "40.00"
+
+
 async def test_the_lp_statement_is_their_own_only(http, factory, no_platform_fee):
     """An LP at two operators' machines: deposits with status, payouts in sats and
     fiat, average cost, per period and in total, as JSON, CSV and a printable
