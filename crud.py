@@ -1552,13 +1552,14 @@ async def iter_settlements(
         yield page
 
 
-async def fixed_paid_on(client_id: str, slot_date: str) -> int:
-    row: Any = await db.fetchone(
+async def fixed_paid_on(client_id: str, slot_date: str, tx: Optional[Tx] = None) -> int:
+    sql = (
         "SELECT COALESCE(SUM(amount_fiat_minor), 0) AS total FROM satmachineadmin.legs "
         "WHERE client_id = :client AND leg_type = 'fixed' AND slot_date = :day "
-        "AND status IN ('pending', 'completed', 'failed')",
-        {"client": client_id, "day": slot_date},
+        "AND status IN ('pending', 'completed', 'failed')"
     )
+    values = {"client": client_id, "day": slot_date}
+    row: Any = await (tx.fetchone(sql, values) if tx else db.fetchone(sql, values))
     return int(row["total"])
 
 

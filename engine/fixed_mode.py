@@ -105,9 +105,21 @@ async def run_slot(
         try:
             async with crud.transaction() as tx:
                 inserted = await crud.insert_leg(tx, leg)
-        except crud.BalanceShort:
-            # Another writer spent the balance since it was read: the slot stays
-            # unpaid and the next tick plans it again from what remains.
+                # The day's total is read again after the leg's reservation, which
+                # holds the LP's row (PostgreSQL) until commit: another slot of the
+                # same day planned at the same moment (another process, a manual run)
+                # has committed by then and is counted.
+                if (
+                    inserted
+                    and leg.status == "pending"
+                    and await crud.fixed_paid_on(client.id, slot.local_date, tx)
+                    > _daily_limit(client, machine.fiat_currency)
+                ):
+                    raise DailyLimitReached
+        except (crud.BalanceShort, DailyLimitReached):
+            # Another writer spent the balance, or the day's limit, since it was
+            # read: the slot stays unpaid and the next tick plans it again from
+            # what remains.
             logger.info(f"satmachineadmin: fixed slot of {client.id} waits: {key}")
             continue
         if not inserted:
@@ -130,6 +142,18 @@ async def run_slot(
                 f"satmachineadmin: auto-settlement after slot {slot_key} failed"
             )
     return legs
+
+
+class DailyLimitReached(Exception):
+    """A fixed leg would take the LP past their daily limit: nothing is written."""
+
+
+def _daily_limit(client: ClientWithPrefs, currency: str) -> int:
+    """The LP's daily limit in minor units; 0 (pay nothing) when unusable."""
+    try:
+        return parse_fiat(client.fixed_mode_daily_limit or "0", currency)
+    except FiatError:
+        return 0
 
 
 async def _plan_leg(

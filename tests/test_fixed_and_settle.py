@@ -484,3 +484,33 @@ async def test_fixed_schedule_refusals(http, factory):
         f"{API}/machines/{machine['id']}/fixed-run", headers=operator.admin
     )
     assert response.status_code == 409
+
+
+async def test_two_slots_of_a_day_planned_at_once_never_pass_the_daily_limit(
+    http, factory, no_platform_fee
+):
+    """Two slots of one day run at the same moment (two LNbits processes either side
+    of a slot's time, or a manual run as the schedule changes): both read what the
+    LP was paid that day before either wrote. The day's total is checked again
+    inside each leg's transaction: the LP is paid at most their daily limit, and the
+    slot that waited is paid the day's rest on the next tick."""
+    from satmachineadmin import crud
+    from satmachineadmin.engine import fixed_mode
+
+    operator, machine, lp, client, _ = await _fixed_setup(
+        http, factory, ["08:00", "12:00"], "UTC", limit="10.00", deposit="100.00"
+    )
+    row = await _machine_row(machine["id"])
+    day = datetime(2026, 11, 24, tzinfo=timezone.utc)
+    await asyncio.gather(
+        fixed_mode.run_slot(row, day.replace(hour=9)),
+        fixed_mode.run_slot(row, day.replace(hour=13)),
+    )
+    legs = await crud.list_legs(client_id=client["id"], leg_type="fixed", limit=100)
+    assert sum(leg.amount_fiat_minor for leg in legs) <= 1_000
+    await fixed_mode.run_slot(row, day.replace(hour=13))
+    await fixed_mode.run_slot(row, day.replace(hour=23))
+    legs = await crud.list_legs(client_id=client["id"], leg_type="fixed", limit=100)
+    assert sum(leg.amount_fiat_minor for leg in legs) == 1_000
+    assert {leg.status for leg in legs} == {"completed"}
+    assert await factory.balance(lp.wallet) == 1_000 * 150 // 100
