@@ -11,7 +11,7 @@ through its own install endpoint (download, sha256 check, unzip, migrations).
 
 Which run where (SATMACHINE_INSTALL_TESTS): unset, the SQLite pass runs the first and
 the PostgreSQL pass the second; `side` runs the first two (a full scripts/test sets it
-for its postgres-servers job, and `none` for sqlite-servers: each runs once per suite);
+for its postgres job, and `none` for the sqlite one: each runs once per suite);
 `all` runs all three; `none` none. The previous release is
 SATMACHINE_PREVIOUS_RELEASE (a git ref), by default the newest
 `v*` tag, else the last commit before m003 existed (what a release with m001/m002 is).
