@@ -11,7 +11,7 @@ names and column lists.
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Optional, TypeVar
 
@@ -43,6 +43,12 @@ T = TypeVar("T", bound=BaseModel)
 # Leg statuses whose fiat is spoken for: completed, in flight, or owed and retried.
 RESERVING_STATUSES = ("pending", "completed", "failed")
 BALANCE_LEG_TYPES = ("dca", "fixed", "settlement")
+
+
+def _named_list(prefix: str, values: Iterable[Any]) -> tuple[str, dict[str, Any]]:
+    """Named parameters for an IN list: (":p0, :p1", {"p0": ..., "p1": ...})."""
+    keys = {f"{prefix}{i}": value for i, value in enumerate(values)}
+    return ", ".join(f":{k}" for k in keys), keys
 
 
 def now() -> int:
@@ -243,8 +249,7 @@ async def get_machine_by_wallet(wallet_id: str) -> Optional[Machine]:
 async def get_machines_by_device(device_ids: Sequence[str]) -> list[Machine]:
     if not device_ids:
         return []
-    keys = {f"d{i}": d for i, d in enumerate(device_ids)}
-    marks = ", ".join(f":{k}" for k in keys)
+    marks, keys = _named_list("d", device_ids)
     return await db.fetchall(
         f"SELECT * FROM satmachineadmin.machines WHERE lamassu_device_id IN ({marks})",
         keys,
@@ -938,8 +943,7 @@ async def set_settlement_status(
     to_status: str,
     error: Optional[str] = None,
 ) -> bool:
-    keys = {f"s{i}": s for i, s in enumerate(from_statuses)}
-    marks = ", ".join(f":{k}" for k in keys)
+    marks, keys = _named_list("s", from_statuses)
     changed = await tx.execute(
         f"UPDATE satmachineadmin.settlements SET status = :to, next_attempt_at = 0, "
         f"error = :error, updated_at = :now WHERE id = :id AND status IN ({marks})",
@@ -1037,8 +1041,7 @@ async def insert_plan(tx: Tx, legs: Sequence[Leg]) -> None:
         {leg.client_id for leg in legs if leg.client_id and _reserves(leg, leg.status)}
     )
     if client_ids:
-        keys = {f"c{i}": c for i, c in enumerate(client_ids)}
-        marks = ", ".join(f":{k}" for k in keys)
+        marks, keys = _named_list("c", client_ids)
         over: Any = await tx.fetchone(
             "SELECT COUNT(*) AS n FROM satmachineadmin.clients "
             f"WHERE id IN ({marks}) AND reserved_minor > deposits_minor",
@@ -1362,24 +1365,26 @@ async def void_open_legs(tx: Tx, settlement_id: str) -> int:
     return voided
 
 
-async def count_in_flight_legs(settlement_id: str) -> int:
+async def _count_settlement_legs(settlement_id: str, condition: str) -> int:
     row: Any = await db.fetchone(
         "SELECT COUNT(*) AS n FROM satmachineadmin.legs "
-        "WHERE settlement_id = :id AND status IN ('pending', 'failed') "
-        "AND in_flight_since IS NOT NULL",
+        f"WHERE settlement_id = :id AND {condition}",
         {"id": settlement_id},
     )
     return int(row["n"])
+
+
+async def count_in_flight_legs(settlement_id: str) -> int:
+    return await _count_settlement_legs(
+        settlement_id,
+        "status IN ('pending', 'failed') AND in_flight_since IS NOT NULL",
+    )
 
 
 async def count_completed_legs(settlement_id: str) -> int:
-    row: Any = await db.fetchone(
-        "SELECT COUNT(*) AS n FROM satmachineadmin.legs "
-        "WHERE settlement_id = :id AND status = 'completed' "
-        "AND leg_type != 'autoforward'",
-        {"id": settlement_id},
+    return await _count_settlement_legs(
+        settlement_id, "status = 'completed' AND leg_type != 'autoforward'"
     )
-    return int(row["n"])
 
 
 def _leg_where(
@@ -1589,12 +1594,12 @@ async def unpaid_legs_lnbits_debited(wallet_id: str) -> int:
     hashes = list(amounts)
     debited = 0
     for start in range(0, len(hashes), 500):
-        names = {f"h{i}": h for i, h in enumerate(hashes[start : start + 500])}
+        marks, keys = _named_list("h", hashes[start : start + 500])
         paid: Any = await core_db.fetchall(
             "SELECT DISTINCT payment_hash FROM apipayments WHERE wallet_id = :wallet "
             "AND amount < 0 AND status IN ('pending', 'success') "
-            f"AND payment_hash IN ({', '.join(':' + name for name in names)})",
-            {**names, "wallet": wallet_id},
+            f"AND payment_hash IN ({marks})",
+            {**keys, "wallet": wallet_id},
         )
         debited += sum(amounts[row["payment_hash"]] for row in paid)
     return debited
@@ -1722,8 +1727,7 @@ async def autoforward_targets(client_ids: Sequence[str]) -> dict[str, tuple[str,
     for those of the given clients whose LP auto-forwards."""
     if not client_ids:
         return {}
-    keys = {f"c{i}": c for i, c in enumerate(sorted(set(client_ids)))}
-    marks = ", ".join(f":{k}" for k in keys)
+    marks, keys = _named_list("c", sorted(set(client_ids)))
     rows: Any = await db.fetchall(
         "SELECT c.id, p.autoforward_ln_address, p.updated_at "
         "FROM satmachineadmin.clients c "
@@ -1947,13 +1951,13 @@ async def known_lamassu_settlements(
     """(machine_id, external_id) among these that already are Lamassu settlements."""
     if not machine_ids or not external_ids:
         return set()
-    machines = {f"m{i}": m for i, m in enumerate(machine_ids)}
-    externals = {f"e{i}": e for i, e in enumerate(external_ids)}
+    machine_marks, machines = _named_list("m", machine_ids)
+    external_marks, externals = _named_list("e", external_ids)
     rows: list[Any] = await db.fetchall(
         "SELECT machine_id, external_id FROM satmachineadmin.settlements "
-        f"WHERE machine_id IN ({', '.join(':' + k for k in machines)}) "
+        f"WHERE machine_id IN ({machine_marks}) "
         "AND source = 'lamassu' "
-        f"AND external_id IN ({', '.join(':' + k for k in externals)})",
+        f"AND external_id IN ({external_marks})",
         {**machines, **externals},
     )
     return {(r["machine_id"], r["external_id"]) for r in rows}
@@ -1965,10 +1969,10 @@ async def known_lamassu_external_ids(
     """(machine_id, external_id) of Lamassu settlements landed since `since`."""
     if not machine_ids:
         return set()
-    machines = {f"m{i}": m for i, m in enumerate(machine_ids)}
+    marks, machines = _named_list("m", machine_ids)
     rows: list[Any] = await db.fetchall(
         "SELECT machine_id, external_id FROM satmachineadmin.settlements "
-        f"WHERE machine_id IN ({', '.join(':' + k for k in machines)}) "
+        f"WHERE machine_id IN ({marks}) "
         "AND source = 'lamassu' AND created_at >= :since",
         {**machines, "since": since},
     )
@@ -2085,8 +2089,7 @@ async def legs_paying_invoices(payment_hashes: Sequence[str]) -> list[Leg]:
     """Legs to a wallet whose stored invoice is one of these."""
     if not payment_hashes:
         return []
-    keys = {f"h{i}": h for i, h in enumerate(payment_hashes)}
-    marks = ", ".join(f":{k}" for k in keys)
+    marks, keys = _named_list("h", payment_hashes)
     return await db.fetchall(
         "SELECT * FROM satmachineadmin.legs WHERE destination_kind = 'wallet' "
         f"AND payment_hash IN ({marks})",
@@ -2186,8 +2189,7 @@ async def estimated_settlement_ids(settlement_ids: Sequence[str]) -> set[str]:
     wanted = sorted({s for s in settlement_ids if s})
     if not wanted:
         return set()
-    keys = {f"s{i}": s for i, s in enumerate(wanted)}
-    marks = ", ".join(f":{k}" for k in keys)
+    marks, keys = _named_list("s", wanted)
     rows: Any = await db.fetchall(
         f"SELECT id FROM satmachineadmin.settlements WHERE id IN ({marks}) "
         "AND estimated = TRUE",
@@ -2213,8 +2215,7 @@ async def iter_user_completed_legs(
     """The LP's own completed legs of those types (their payouts: dca, fixed,
     settlement; their forwards: autoforward), oldest completion first, a page at a
     time (keyset on completed_at, id)."""
-    types = {f"t{i}": t for i, t in enumerate(leg_types)}
-    marks = ", ".join(f":{k}" for k in types)
+    marks, types = _named_list("t", leg_types)
     async for page in _keyset_pages(
         "SELECT l.* FROM satmachineadmin.legs l "
         "JOIN satmachineadmin.clients c ON c.id = l.client_id",
@@ -2414,10 +2415,10 @@ async def list_alerts(
     )
     if not alerts:
         return []
-    names = {f"a{i}": alert.id for i, alert in enumerate(alerts)}
+    marks, names = _named_list("a", [alert.id for alert in alerts])
     messages: list[AlertMessage] = await db.fetchall(
         "SELECT * FROM satmachineadmin.alert_messages "
-        f"WHERE alert_id IN ({', '.join(':' + name for name in names)}) "
+        f"WHERE alert_id IN ({marks}) "
         "ORDER BY created_at, id",
         names,
         AlertMessage,
@@ -2520,12 +2521,12 @@ async def list_lamassu_config_rows() -> list[dict]:
 async def list_settlements_in(
     statuses: Sequence[str], updated_since: int = 0, limit: int = 1000
 ) -> list[Settlement]:
-    names = {f"s{i}": status for i, status in enumerate(statuses)}
+    marks, keys = _named_list("s", statuses)
     return await db.fetchall(
         "SELECT * FROM satmachineadmin.settlements "
-        f"WHERE status IN ({', '.join(':' + name for name in names)}) "
+        f"WHERE status IN ({marks}) "
         "AND updated_at >= :since ORDER BY updated_at, id LIMIT :limit",
-        {**names, "since": updated_since, "limit": limit},
+        {**keys, "since": updated_since, "limit": limit},
         Settlement,
     )
 

@@ -62,7 +62,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from servers import Postgres, Server  # noqa: E402
+from servers import FIRST_INSTALL, Postgres, Server  # noqa: E402
 
 API = "/satmachineadmin/api/v1"
 RATE = 150  # sats per GTQ: the servers' fixed BTC price
@@ -156,11 +156,7 @@ async def seed(client: Client, args: argparse.Namespace) -> dict:
     data = await client.must(
         "PUT",
         "/api/v1/auth/first_install",
-        body={
-            "username": "superadmin",
-            "password": "secret1234",
-            "password_repeat": "secret1234",
-        },
+        body=FIRST_INSTALL,
     )
     client.token = data["access_token"]
     await client.must("PUT", "/api/v1/extension/satmachineadmin/enable", token=True)

@@ -23,6 +23,12 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120.0
+# The super user a fresh server is given (PUT /api/v1/auth/first_install).
+FIRST_INSTALL = {
+    "username": "superadmin",
+    "password": "secret1234",
+    "password_repeat": "secret1234",
+}
 
 LAUNCHER = """
 import sys

@@ -328,6 +328,28 @@ async def _settlement(operator_id: str, machine: dict, status: str, error: str) 
     return settlement
 
 
+def _leg(
+    settlement_id: str, machine: dict, operator_id: str, client_id: str, **fields: Any
+) -> Any:
+    """A leg of a machine's settlement, written directly by a test."""
+    from satmachineadmin import crud
+    from satmachineadmin.models import Leg
+
+    moment = crud.now()
+    return Leg(
+        id=crud.new_id(),
+        idempotency_key=f"alerts-test:{crud.new_id()}",
+        settlement_id=settlement_id,
+        machine_id=machine["id"],
+        operator_user_id=operator_id,
+        client_id=client_id,
+        source_wallet_id=machine["wallet"].id,
+        created_at=moment,
+        updated_at=moment,
+        **fields,
+    )
+
+
 async def _close(settlement: Any) -> None:
     from satmachineadmin import crud
 
@@ -578,7 +600,6 @@ async def test_settlement_leg_and_autoforward_incidents(factory, http):
     (to the LP) an autoforward that failed: each recorded once with what it is about;
     the operator's incidents resolve when their rows change."""
     from satmachineadmin import crud
-    from satmachineadmin.models import Leg
     from satmachineadmin.services import alerts
 
     operator = await factory.operator()
@@ -603,23 +624,17 @@ async def test_settlement_leg_and_autoforward_incidents(factory, http):
         {"id": stuck.id, "far": far, "old": old},
     )
 
-    def leg(kind: str, status: str, **extra: Any) -> Leg:
-        moment = crud.now()
-        return Leg(
-            id=crud.new_id(),
-            idempotency_key=f"alerts-test:{crud.new_id()}",
-            settlement_id=stuck.id,
-            machine_id=machine["id"],
-            operator_user_id=operator.id,
-            client_id=client["id"],
+    def leg(kind: str, status: str, **extra: Any) -> Any:
+        return _leg(
+            stuck.id,
+            machine,
+            operator.id,
+            client["id"],
             leg_type=kind,
             status=status,
             amount_sats=100,
-            source_wallet_id=machine["wallet"].id,
             destination="lp@example.com",
             destination_kind="ln_address",
-            created_at=moment,
-            updated_at=moment,
             **extra,
         )
 
@@ -786,7 +801,6 @@ async def test_float_short_leaves_out_legs_lnbits_already_debited(factory):
     from lnbits.core.services import create_invoice, pay_invoice
 
     from satmachineadmin import crud
-    from satmachineadmin.models import Leg
     from satmachineadmin.services import alerts
 
     operator = await factory.operator()
@@ -801,24 +815,18 @@ async def test_float_short_leaves_out_legs_lnbits_already_debited(factory):
     await pay_invoice(wallet_id=machine["wallet"].id, payment_request=invoice.bolt11)
     assert await factory.balance(machine["wallet"]) == 0
 
-    def leg(sats: int, payment_hash: Any) -> Leg:
-        moment = crud.now()
-        return Leg(
-            id=crud.new_id(),
-            idempotency_key=f"alerts-test:{crud.new_id()}",
-            settlement_id=settlement.id,
-            machine_id=machine["id"],
-            operator_user_id=operator.id,
-            client_id=client["id"],
+    def leg(sats: int, payment_hash: Any) -> Any:
+        return _leg(
+            settlement.id,
+            machine,
+            operator.id,
+            client["id"],
             leg_type="dca",
             status="pending",
             amount_sats=sats,
-            source_wallet_id=machine["wallet"].id,
             destination=lp.wallet.id,
             destination_kind="wallet",
             payment_hash=payment_hash,
-            created_at=moment,
-            updated_at=moment,
         )
 
     async with crud.transaction() as tx:

@@ -74,7 +74,7 @@ from typing import Any, Optional
 
 import httpx
 import pytest
-from servers import Postgres, Server
+from servers import FIRST_INSTALL, Postgres, Server
 
 SECONDS = float(os.environ.get("SATMACHINE_CHAOS_SECONDS", "45"))
 SEED = int(os.environ.get("SATMACHINE_CHAOS_SEED", str(random.randrange(10**6))))
@@ -306,11 +306,7 @@ async def seed_world(run: Run) -> dict:
         "first install",
         "PUT",
         "/api/v1/auth/first_install",
-        body={
-            "username": "superadmin",
-            "password": "secret1234",
-            "password_repeat": "secret1234",
-        },
+        body=FIRST_INSTALL,
     )
     world: dict = {"token": data["access_token"]}
     run.world = world

@@ -40,7 +40,7 @@ from typing import Any, Optional
 
 import httpx
 import pytest
-from servers import Server
+from servers import FIRST_INSTALL, Server
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/satmachineadmin/api/v1"
@@ -138,11 +138,7 @@ def first_install(api: Api) -> None:
     data = api.call(
         "PUT",
         "/api/v1/auth/first_install",
-        body={
-            "username": "superadmin",
-            "password": "secret1234",
-            "password_repeat": "secret1234",
-        },
+        body=FIRST_INSTALL,
     )
     api.token = data["access_token"]
 

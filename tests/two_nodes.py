@@ -43,6 +43,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+from servers import FIRST_INSTALL
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/satmachineadmin/api/v1"
@@ -298,11 +299,7 @@ class Api:
         data = self.call(
             "PUT",
             "/api/v1/auth/first_install",
-            body={
-                "username": "superadmin",
-                "password": "secret1234",
-                "password_repeat": "secret1234",
-            },
+            body=FIRST_INSTALL,
         )
         self.token = data["access_token"]
 
