@@ -219,22 +219,29 @@ class World:
             "GET", f"{API}/legs", key=self.key, params={"limit": 1000, **params}
         )
 
-    def leg(self, settlement: dict, label: str) -> dict:
+    def planned_leg(self, settlement: dict, label: str) -> Optional[dict]:
+        """The settlement's leg of that label; None while the engine has not
+        planned the settlement yet."""
         found = [
             leg
             for leg in self.legs(settlement_id=settlement["id"])
             if leg["label"] == label
         ]
-        assert len(found) == 1, found
-        return found[0]
+        assert len(found) <= 1, found
+        return found[0] if found else None
+
+    def leg(self, settlement: dict, label: str) -> dict:
+        found = self.planned_leg(settlement, label)
+        assert found is not None, f"no {label} leg of {settlement['id']}"
+        return found
 
     def settlement(self, settlement: dict) -> dict:
         return self.a.call("GET", f"{API}/settlements/{settlement['id']}", key=self.key)
 
     def wait_leg(self, settlement: dict, label: str, predicate: Any, what: str) -> dict:
         return wait_for(
-            lambda: (lambda leg: leg if predicate(leg) else None)(
-                self.leg(settlement, label)
+            lambda: (lambda leg: leg if leg and predicate(leg) else None)(
+                self.planned_leg(settlement, label)
             ),
             WAIT,
             what,
